@@ -1,0 +1,49 @@
+"""Building blocks with the official (mmcv/mmcls) submodule names, so official state dicts load as-is."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..ops import involution
+
+
+class ConvModule(nn.Sequential):
+    """conv → (bn) → (ReLU); named ``conv``/``bn``/``activate`` like mmcv's ConvModule (bias only without bn)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 norm: bool = True, act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not norm)
+        if norm:
+            self.bn = nn.BatchNorm2d(out_channels)
+        if act:
+            self.activate = nn.ReLU(inplace=True)
+
+
+class Involution(nn.Module):
+    """Involution layer (Li et al., CVPR 2021), structured like the official ``involution`` module.
+
+    Kernel generation: avg-pool(stride) → 1×1 reduce conv + BN + ReLU (``reduction_ratio``) → 1×1 span conv
+    with bias producing G·K² channels (G = channels / ``group_channels``); then the ``rednet::involution`` op.
+
+    Unlike the official module, the pool uses ceil mode, so the generated kernel always has the op's output
+    size (ceil(H/stride)); at even sizes this is exactly the official floor-mode pool.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int, reduction_ratio: int = 4,
+                 group_channels: int = 16):
+        super().__init__()
+        if channels % group_channels:
+            raise ValueError(f"Involution: channels={channels} is not a multiple of group_channels={group_channels}")
+        self.channels, self.kernel_size, self.stride = channels, kernel_size, stride
+        self.group_channels = group_channels
+        self.groups = channels // group_channels
+        self.conv1 = ConvModule(channels, channels // reduction_ratio, 1)
+        self.conv2 = ConvModule(channels // reduction_ratio, kernel_size ** 2 * self.groups, 1, norm=False, act=False)
+        self.avgpool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+
+    def forward(self, x):
+        weight = self.conv2(self.conv1(self.avgpool(x)))
+        return involution(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, groups={self.groups}"

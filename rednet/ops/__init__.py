@@ -1,0 +1,5 @@
+"""The involution op: contract (spec) and torch custom op."""
+from .involution import involution
+from .spec import attribute_names, check_attributes, check_shapes, load_spec, output_size
+
+__all__ = ["involution", "attribute_names", "check_attributes", "check_shapes", "load_spec", "output_size"]

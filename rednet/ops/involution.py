@@ -1,0 +1,112 @@
+"""``rednet::involution`` — the involution op as a torch custom op (torch.library).
+
+Contract (spec/Involution.yaml)::
+
+    involution(x, weight, kernel_size, stride, padding, dilation, groups) -> y
+    x:      (N, C, H, W)
+    weight: (N, G*K*K, Ho, Wo)   channel g*K*K + kh*K + kw — exactly the span-conv output
+    y:      (N, C, Ho, Wo),      Ho = floor((H + 2*padding - dilation*(K-1) - 1)/stride) + 1
+    y[n,c,ho,wo] = sum_{kh,kw} weight[n, g*K*K+kh*K+kw, ho, wo] * x[n, c, ho*stride+kh*dilation-padding, ...]
+    with g = c // (C/G), zero padding.
+
+The implementation walks the K*K kernel taps and accumulates strided views of the padded input,
+so memory grows with the output, never with K*K times the input (as unfold does). fp16/bf16 are
+accumulated in fp32. A fake kernel gives shapes to torch.export / torch.compile, and an autograd
+formula makes the op trainable.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
+
+from .spec import check_shapes
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _attrs(kernel_size, stride, padding, dilation, groups) -> dict:
+    return dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _tap_window(kh: int, kw: int, out_h: int, out_w: int, stride: int, dilation: int):
+    """Index into the padded input that kernel tap (kh, kw) reads for every output pixel."""
+    h0, w0 = kh * dilation, kw * dilation
+    return (..., slice(h0, h0 + stride * (out_h - 1) + 1, stride), slice(w0, w0 + stride * (out_w - 1) + 1, stride))
+
+
+def _check_dtypes(x: torch.Tensor, weight: torch.Tensor) -> None:
+    if x.dtype != weight.dtype:
+        raise ValueError(f"involution: x dtype {x.dtype} differs from weight dtype {weight.dtype}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"involution: dtype {x.dtype} is not a floating-point type")
+
+
+@torch.library.custom_op("rednet::involution", mutates_args=())
+def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
+               dilation: int, groups: int) -> torch.Tensor:
+    """Apply involution (see module docstring for the contract). Raises ValueError on bad input."""
+    n, c, out_h, out_w = check_shapes(x.shape, weight.shape, _attrs(kernel_size, stride, padding, dilation, groups))
+    _check_dtypes(x, weight)
+    acc = _accumulation_dtype(x.dtype)
+    k = kernel_size
+    h, w = x.shape[2:]
+    x_pad = F.pad(x.to(acc), (padding,) * 4).view(n, groups, c // groups, h + 2 * padding, w + 2 * padding)
+    taps = weight.to(acc).view(n, groups, 1, k * k, out_h, out_w)
+    out = torch.zeros((n, groups, c // groups, out_h, out_w), dtype=acc, device=x.device)
+    for kh in range(k):
+        for kw in range(k):
+            out.addcmul_(x_pad[_tap_window(kh, kw, out_h, out_w, stride, dilation)], taps[:, :, :, kh * k + kw])
+    return out.view(n, c, out_h, out_w).to(x.dtype)
+
+
+@involution.register_fake
+def _(x, weight, kernel_size, stride, padding, dilation, groups):
+    out_shape = check_shapes(x.shape, weight.shape, _attrs(kernel_size, stride, padding, dilation, groups))
+    _check_dtypes(x, weight)
+    return x.new_empty(out_shape)
+
+
+def _involution_backward(grad_out, x, weight, kernel_size, stride, padding, dilation, groups):
+    n, c, h, w = x.shape
+    out_h, out_w = grad_out.shape[2:]
+    acc = _accumulation_dtype(x.dtype)
+    k, cg = kernel_size, c // groups
+    go = grad_out.to(acc).reshape(n, groups, cg, out_h, out_w)
+    x_pad = F.pad(x.to(acc), (padding,) * 4).view(n, groups, cg, h + 2 * padding, w + 2 * padding)
+    taps = weight.to(acc).view(n, groups, 1, k * k, out_h, out_w)
+    grad_x_pad = torch.zeros_like(x_pad)
+    grad_taps = torch.empty((n, groups, k * k, out_h, out_w), dtype=acc, device=x.device)
+    for kh in range(k):
+        for kw in range(k):
+            window = _tap_window(kh, kw, out_h, out_w, stride, dilation)
+            grad_taps[:, :, kh * k + kw] = (go * x_pad[window]).sum(dim=2)
+            grad_x_pad[window] += go * taps[:, :, :, kh * k + kw]
+    grad_x = grad_x_pad[..., padding:padding + h, padding:padding + w].reshape(n, c, h, w)
+    return grad_x.to(x.dtype), grad_taps.view(weight.shape).to(weight.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, *attrs = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.attrs = attrs
+
+
+def _backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    grad_x, grad_weight = _involution_backward(grad_out, x, weight, *ctx.attrs)
+    return grad_x, grad_weight, None, None, None, None, None
+
+
+involution.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.rednet.involution)
+def _involution_flops(x_shape, weight_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    """2 FLOPs (one multiply-add) per output element per kernel tap, the convention of aten.convolution."""
+    n, c, out_h, out_w = out_shape
+    return 2 * n * c * out_h * out_w * kernel_size * kernel_size

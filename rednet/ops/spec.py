@@ -1,0 +1,68 @@
+"""The Involution op contract, loaded from spec/Involution.yaml (the single source of truth).
+
+Every Python-side check of attributes and shapes goes through :func:`check_attributes` and
+:func:`check_shapes`, so a rule changes in one place.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import yaml
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "spec" / "Involution.yaml"
+
+
+@functools.cache
+def load_spec() -> dict:
+    with open(SPEC_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def attribute_names() -> tuple[str, ...]:
+    """Attribute names in contract order: kernel_size, stride, padding, dilation, groups."""
+    return tuple(load_spec()["attributes"])
+
+
+def output_size(size: int, kernel_size: int, stride: int, padding: int, dilation: int) -> int:
+    """The contract's shape rule for one spatial dimension."""
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def check_attributes(attrs: Mapping[str, int]) -> None:
+    """Raise ValueError naming the first attribute that breaks the contract."""
+    for name, rule in load_spec()["attributes"].items():
+        if name not in attrs:
+            raise ValueError(f"involution: missing attribute '{name}'")
+        value = attrs[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"involution: {name}={value!r} must be an int")
+        if value < rule["min"]:
+            raise ValueError(f"involution: {name}={value} must be >= {rule['min']}")
+        if rule.get("odd") and value % 2 == 0:
+            raise ValueError(f"involution: {name}={value} must be odd")
+
+
+def check_shapes(x_shape: Sequence[int], weight_shape: Sequence[int], attrs: Mapping[str, int]) -> tuple[int, ...]:
+    """Validate x and weight shapes against the contract; return the output shape (N, C, Ho, Wo)."""
+    check_attributes(attrs)
+    k, s, p, d, g = (attrs[n] for n in attribute_names())
+    if len(x_shape) != 4:
+        raise ValueError(f"involution: x must have rank 4 (N, C, H, W), got shape {tuple(x_shape)}")
+    if len(weight_shape) != 4:
+        raise ValueError(f"involution: weight must have rank 4 (N, G*K*K, Ho, Wo), got shape {tuple(weight_shape)}")
+    n, c, h, w = x_shape
+    if c % g != 0:
+        raise ValueError(f"involution: channels C={c} is not divisible by groups={g}")
+    ho, wo = output_size(h, k, s, p, d), output_size(w, k, s, p, d)
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"involution: input H×W={h}×{w} is too small for kernel_size={k}, dilation={d}, "
+            f"padding={p} (output would be {ho}×{wo})")
+    expected = (n, g * k * k, ho, wo)
+    if tuple(weight_shape) != expected:
+        raise ValueError(
+            f"involution: weight shape {tuple(weight_shape)} does not match the contract "
+            f"(N, groups*K*K, Ho, Wo) = {expected} for x shape {tuple(x_shape)}")
+    return (n, c, ho, wo)

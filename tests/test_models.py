@@ -1,0 +1,109 @@
+"""RedNet models: structure vs the official layouts, size, FLOPs, shapes, and equality with the official forward."""
+from pathlib import Path
+
+import pytest
+import torch
+
+import rednet
+from rednet.models.layers import Involution
+from helpers import unfold_involution
+
+REFERENCE = Path(__file__).parent / "data" / "reference"
+CLASSIFIERS = ["rednet26", "rednet38", "rednet50", "rednet101", "rednet152"]
+# Paper table (params, M) and multiply-adds at 224×224 measured on the official code (G).
+PAPER = {"rednet26": (9.23, 1.685), "rednet38": (12.39, 2.167), "rednet50": (15.54, 2.649),
+         "rednet101": (25.65, 4.659), "rednet152": (33.99, 6.679)}
+
+
+def read_layout(path):
+    rows = (line.rstrip("\n").split("\t") for line in open(path) if not line.startswith("#"))
+    return {key: tuple(int(d) for d in shape.strip("(),").split(",") if d.strip()) for key, shape in rows}
+
+
+def layout(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_state_dict_layout_equals_official(name):
+    assert layout(rednet.create_model(name)) == read_layout(REFERENCE / f"{name}_cls_state_dict.txt")
+
+
+def test_detseg_backbone_layout_equals_official():
+    ref = read_layout(REFERENCE / "rednet50_det_seg_backbone_state_dict.txt")
+    assert layout(rednet.create_model("rednet50_detseg")) == ref
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_params_and_macs_match_paper(name):
+    model = rednet.create_model(name).eval()
+    params_m, macs_g = PAPER[name]
+    assert abs(rednet.count_params(model) / 1e6 - params_m) <= 0.01
+    assert abs(rednet.count_macs(model) / 1e9 - macs_g) <= 0.005 * macs_g
+
+
+def test_involution_count():
+    model = rednet.create_model("rednet50")
+    assert sum(isinstance(m, Involution) for m in model.modules()) == 17
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("size", [224, 225, 97])
+def test_logits_shape_any_input_size(name, size):
+    model = rednet.create_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, size, size)).shape == (2, 10)
+
+
+def test_detseg_returns_four_feature_maps():
+    model = rednet.create_model("rednet50_detseg").eval()
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 225, 161))
+    assert [tuple(f.shape) for f in feats] == [(1, 256, 57, 41), (1, 512, 29, 21), (1, 1024, 15, 11), (1, 2048, 8, 6)]
+    assert model.stem[1].kernel_size == 7
+
+
+def test_unknown_model_lists_available():
+    with pytest.raises(ValueError, match="rednet50.*rednet152"):
+        rednet.create_model("rednet51")
+
+
+def _randomise(model, seed=0):
+    """Non-trivial weights and BN statistics so equality tests mean something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.75 if name.endswith("running_var")
+                        else torch.randn(t.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def official_involution_forward(self, x):
+    """The official module's forward verbatim in spirit: floor-mode AvgPool2d(stride) + nn.Unfold."""
+    pooled = torch.nn.functional.avg_pool2d(x, self.stride, self.stride) if self.stride > 1 else x
+    weight = self.conv2(self.conv1(pooled))
+    return unfold_involution(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1,
+                             self.groups).to(x.dtype)
+
+
+@pytest.mark.parametrize("name", ["rednet26", "rednet50_detseg"])
+def test_outputs_equal_official_formulation(name, monkeypatch):
+    model = _randomise(rednet.create_model(name))
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        ours = model(x)
+        monkeypatch.setattr(Involution, "forward", official_involution_forward)
+        official = model(x)
+    for a, b in zip(ours if isinstance(ours, tuple) else (ours,), official if isinstance(official, tuple) else (official,)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+def test_model_trains():
+    model = rednet.create_model("rednet26", num_classes=4).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 64, 64)), torch.tensor([0, 3]))
+    loss.backward()
+    stem_inv = model.backbone.stem[1].conv2.conv.weight
+    assert stem_inv.grad is not None and stem_inv.grad.abs().sum() > 0
+    opt.step()
