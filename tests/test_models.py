@@ -6,7 +6,7 @@ import torch
 
 import rednet
 from rednet.models.layers import Involution
-from helpers import unfold_involution
+from helpers import randomise, unfold_involution
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 CLASSIFIERS = ["rednet26", "rednet38", "rednet50", "rednet101", "rednet152"]
@@ -68,17 +68,6 @@ def test_unknown_model_lists_available():
         rednet.create_model("rednet51")
 
 
-def _randomise(model, seed=0):
-    """Non-trivial weights and BN statistics so equality tests mean something."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.75 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 def official_involution_forward(self, x):
     """The official module's forward verbatim in spirit: floor-mode AvgPool2d(stride) + nn.Unfold."""
     pooled = torch.nn.functional.avg_pool2d(x, self.stride, self.stride) if self.stride > 1 else x
@@ -89,7 +78,7 @@ def official_involution_forward(self, x):
 
 @pytest.mark.parametrize("name", ["rednet26", "rednet50_detseg"])
 def test_outputs_equal_official_formulation(name, monkeypatch):
-    model = _randomise(rednet.create_model(name))
+    model = randomise(rednet.create_model(name))
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         ours = model(x)

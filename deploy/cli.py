@@ -1,0 +1,93 @@
+"""rednet-deploy: one entry point for export, parity, benchmarks and serving.
+
+Exit codes: 0 success · 1 a check failed (parity outside tolerance) · 2 bad usage or bad input
+(unknown model, unreadable checkpoint, invalid option) · 3 a required backend or library is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_MISSING_BACKEND = 0, 1, 2, 3
+
+
+class MissingBackend(RuntimeError):
+    """A backend or native library the command needs is not installed (exit code 3)."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_models(args) -> int:
+    import rednet
+    for name, entry in rednet.MODELS.items():
+        print(f"{name:20s} {entry.description}")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from export import ExportOptions, export
+    options = ExportOptions(model=args.model, checkpoint=args.checkpoint, precision=args.precision,
+                            dynamic=args.dynamic, opset=args.opset, with_function=not args.no_function,
+                            input_size=args.input_size)
+    export(options, args.out, progress=_log)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rednet-deploy", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Deploy RedNet: export to ONNX, check parity, benchmark, serve.",
+        epilog=textwrap.dedent("""\
+            examples:
+              rednet-deploy models
+              rednet-deploy export rednet50 --checkpoint rednet50.pth            # artifacts/rednet50.onnx
+              rednet-deploy export rednet50 --precision fp16 --dynamic all
+
+            exit codes: 0 ok, 1 check failed, 2 bad usage/input, 3 backend or library missing"""))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "export", help="export a model to ONNX (one rednet::Involution node per involution)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Export a registered RedNet to ONNX with torch.onnx (dynamo). Every involution becomes ONE node
+            rednet::Involution (attributes kernel_size, stride, padding, dilation, groups; plugin_version and
+            plugin_namespace route it to the TensorRT plugin). The file also carries a local function of the same
+            name built from standard ops, so plain onnxruntime and onnx.reference run it; with the rednet ONNX
+            Runtime library registered, the node runs on our kernel instead.
+
+            Input 'input' (N, 3, H, W), output 'logits' (backbones: features_0..3). Batch is dynamic; with
+            --dynamic all, H and W are too. Metadata records model, checkpoint sha256, options, preprocessing."""))
+    p.add_argument("model", help="registered model name (see `rednet-deploy models`)")
+    p.add_argument("--checkpoint", help="official mmcls checkpoint or our own state dict (.pth)")
+    p.add_argument("--out", help="output path (default artifacts/<model>[.fp16].onnx); replaced atomically")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16 makes weights, I/O and every Involution node fp16 (for strongly typed TensorRT)")
+    p.add_argument("--dynamic", choices=["batch", "all"], default="batch", help="dynamic axes (default: batch)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset of the default domain (default 18)")
+    p.add_argument("--no-function", action="store_true", help="omit the portable function body")
+    p.add_argument("--input-size", type=int, help="H=W used for tracing; fixed size when --dynamic batch")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MissingBackend as e:
+        _log(f"error: {e}")
+        return EXIT_MISSING_BACKEND
+    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
+        _log(f"error: {e}")
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""RedNet → ONNX: torch.onnx (dynamo) with each involution as one rednet::Involution node + its function body."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+import rednet
+from rednet.ops import load_spec
+
+from .involution_onnx import DOMAIN, VERSION, Involution, TRANSLATIONS
+
+# torch.onnx warns once per missing torchvision op; nothing here uses torchvision.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+DYNAMIC_MODES = ("batch", "all")
+DEFAULT_OPSET = 18
+MIN_DYNAMIC_SIZE = 32  # smallest H/W a DYNAMIC=all model accepts: five stride-2 stages still leave ≥ 1 pixel
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    model: str
+    checkpoint: str | None = None
+    precision: str = "fp32"
+    dynamic: str = "batch"
+    opset: int = DEFAULT_OPSET
+    with_function: bool = True
+    input_size: int | None = None  # tracing size; defaults to the model's preprocessing input size
+
+    def validate(self) -> None:
+        rednet.get_entry(self.model)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.dynamic not in DYNAMIC_MODES:
+            raise ValueError(f"dynamic '{self.dynamic}' is not one of {', '.join(DYNAMIC_MODES)}")
+        if self.opset < DEFAULT_OPSET:
+            raise ValueError(f"opset {self.opset} is below {DEFAULT_OPSET}, the lowest opset the exporter targets")
+
+
+def default_output_path(options: ExportOptions) -> Path:
+    suffix = "" if options.precision == "fp32" else f".{options.precision}"
+    return Path("artifacts") / f"{options.model}{suffix}.onnx"
+
+
+def output_names(model: torch.nn.Module) -> list[str]:
+    return ["logits"] if model.entry.task == "classification" else [f"features_{i}" for i in range(4)]
+
+
+def _dynamic_shapes(mode: str) -> tuple[dict, ...]:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if mode == "batch":
+        return ({0: batch},)
+    return ({0: batch, 2: torch.export.Dim("height", min=MIN_DYNAMIC_SIZE, max=4096),
+             3: torch.export.Dim("width", min=MIN_DYNAMIC_SIZE, max=4096)},)
+
+
+def function_body() -> onnx.FunctionProto:
+    """The rednet::Involution model-local function (standard ops only)."""
+    return Involution.to_function_proto()
+
+
+def _metadata(model: torch.nn.Module, options: ExportOptions) -> dict[str, str]:
+    entry = model.entry
+    return {
+        "rednet.model": options.model,
+        "rednet.task": entry.task,
+        "rednet.checkpoint_sha256": getattr(model, "checkpoint_sha256", "") or "",
+        "rednet.export_options": json.dumps(asdict(options), sort_keys=True),
+        "rednet.preprocess": json.dumps(entry.preprocess, sort_keys=True),
+        "rednet.package_version": rednet.__version__,
+        "rednet.torch_version": torch.__version__,
+        "rednet.op_spec": json.dumps({"domain": DOMAIN, "version": VERSION,
+                                      "attributes": list(load_spec()["attributes"])}),
+    }
+
+
+def _save_atomically(model: onnx.ModelProto, out: Path) -> None:
+    """Write next to the target and rename, so a reader never sees a half-written file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_onnx(options: ExportOptions, progress: Callable[[str], None] = lambda msg: None,
+            model: torch.nn.Module | None = None) -> onnx.ModelProto:
+    """Export a registered model to an ONNX ModelProto (checked, with metadata).
+
+    ``model`` exports an already built instance of ``options.model`` (e.g. fine-tuned) instead of building one.
+    """
+    options.validate()
+    t0 = time.perf_counter()
+    step = lambda msg: progress(f"[{time.perf_counter() - t0:6.1f}s] {msg}")  # noqa: E731
+    if model is None:
+        step(f"building {options.model}" + (f" from {options.checkpoint}" if options.checkpoint else " (random weights)"))
+        model = rednet.create_model(options.model, checkpoint=options.checkpoint)
+    model = copy.deepcopy(model).eval()
+    dtype = PRECISIONS[options.precision]
+    model = model.to(dtype)
+    size = options.input_size or model.entry.preprocess["input_size"]
+    example = torch.randn(2, 3, size, size, dtype=dtype)
+    step(f"tracing with torch.export and translating to ONNX opset {options.opset} ({options.precision}, dynamic {options.dynamic})")
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, input_names=["input"], output_names=output_names(model),
+            dynamic_shapes=_dynamic_shapes(options.dynamic), custom_translation_table=TRANSLATIONS,
+            opset_version=options.opset, optimize=True, verbose=False)
+    proto = program.model_proto
+    step("attaching the Involution function body, metadata and checks")
+    if options.with_function:
+        proto.functions.append(function_body())
+    proto.producer_name = "rednet-deploy"
+    proto.producer_version = rednet.__version__
+    for key, value in _metadata(model, options).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto, full_check=True)
+    step(f"done: {count_involutions(proto)} Involution nodes, {len(proto.graph.node)} nodes")
+    return proto
+
+
+def export(options: ExportOptions, out: str | Path | None = None,
+           progress: Callable[[str], None] = lambda msg: None) -> Path:
+    out = Path(out) if out else default_output_path(options)
+    proto = to_onnx(options, progress)
+    _save_atomically(proto, out)
+    progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return out
+
+
+def count_involutions(proto: onnx.ModelProto) -> int:
+    return sum(n.op_type == "Involution" and n.domain == DOMAIN for n in proto.graph.node)

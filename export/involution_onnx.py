@@ -1,0 +1,89 @@
+"""ONNX form of the involution op: the `rednet::Involution` node, its schema and its portable function body.
+
+The node mirrors spec/Involution.yaml (inputs x, weight; int attributes kernel_size, stride, padding, dilation,
+groups) and carries TensorRT's routing attributes plugin_version / plugin_namespace, so TensorRT's ONNX parser
+picks our plugin. The model-local function of the same name gives every ONNX runtime (and onnx.reference) a
+standard-op implementation: gather the K×K taps (the unfold formulation), multiply by the kernel, sum in fp32.
+
+The exporter's translation emits the plain node (its opset version pass would inline a function call), and
+``export.exporter`` attaches the function body afterwards.
+"""
+from __future__ import annotations
+
+import onnx
+import onnxscript
+import torch
+from typing import TypeVar, Union
+
+from onnxscript import FLOAT, FLOAT16
+from onnxscript import opset18 as op
+
+from rednet.ops import load_spec
+
+SPEC = load_spec()
+DOMAIN, VERSION = SPEC["domain"], SPEC["version"]
+TRT = SPEC["tensorrt"]
+rednet_opset = onnxscript.values.Opset(DOMAIN, VERSION)
+TFloat = TypeVar("TFloat", bound=Union[FLOAT, FLOAT16])
+ONNX_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)"}
+
+
+def _register_schema() -> None:
+    """Register rednet::Involution with ONNX's schema registry, built from the spec (once per process)."""
+    if onnx.defs.has(SPEC["name"], VERSION, DOMAIN):
+        return
+    schema = onnx.defs.OpSchema(
+        SPEC["name"], DOMAIN, VERSION, SPEC["semantics"],
+        inputs=[onnx.defs.OpSchema.FormalParameter(i["name"], "T") for i in SPEC["inputs"]],
+        outputs=[onnx.defs.OpSchema.FormalParameter(o["name"], "T") for o in SPEC["outputs"]],
+        type_constraints=[("T", [ONNX_TYPES[t] for t in SPEC["dtypes"]], "x, weight and y share one type")],
+        attributes=[onnx.defs.OpSchema.Attribute(name, onnx.defs.OpSchema.AttrType.INT, required=True)
+                    for name in SPEC["attributes"]]
+        + [onnx.defs.OpSchema.Attribute(name, onnx.helper.make_attribute(name, TRT[name]))
+           for name in ("plugin_version", "plugin_namespace")],
+    )
+    onnx.defs.register_schema(schema)
+
+
+_register_schema()
+
+
+@onnxscript.script(onnxscript.values.Opset(DOMAIN, VERSION), default_opset=op)
+def Involution(x: TFloat, weight: TFloat, kernel_size: int, stride: int, padding: int, dilation: int, groups: int,
+               plugin_version: str = "1", plugin_namespace: str = "") -> TFloat:
+    k = op.Constant(value_int=kernel_size)
+    s = op.Constant(value_int=stride)
+    p = op.Reshape(op.Constant(value_int=padding), op.Constant(value_ints=[1]))
+    d = op.Constant(value_int=dilation)
+    g = op.Reshape(op.Constant(value_int=groups), op.Constant(value_ints=[1]))
+    zero = op.Constant(value_int=0)
+    one = op.Constant(value_int=1)
+    zeros2 = op.Constant(value_ints=[0, 0])
+    n = op.Shape(x, start=0, end=1)
+    c = op.Shape(x, start=1, end=2)
+    out_h = op.Shape(weight, start=2, end=3)
+    out_w = op.Shape(weight, start=3, end=4)
+    taps = op.Reshape(op.Mul(k, k), op.Constant(value_ints=[1]))
+
+    x_pad = op.Pad(x, op.Concat(zeros2, p, p, zeros2, p, p, axis=0))
+    # input row (col) read by tap kh at output row ho: ho*stride + kh*dilation  -> (K, Ho)
+    tap_offsets = op.Unsqueeze(op.Mul(op.Range(zero, k, one), d), op.Constant(value_ints=[1]))
+    rows = op.Add(tap_offsets, op.Unsqueeze(op.Mul(op.Range(zero, op.Squeeze(out_h), one), s), zeros2[0:1]))
+    cols = op.Add(tap_offsets, op.Unsqueeze(op.Mul(op.Range(zero, op.Squeeze(out_w), one), s), zeros2[0:1]))
+    patches = op.Gather(op.Gather(x_pad, rows, axis=2), cols, axis=4)  # (N, C, K, Ho, K, Wo)
+    patches = op.Transpose(patches, perm=[0, 1, 2, 4, 3, 5])          # (N, C, K, K, Ho, Wo)
+    minus_one = op.Constant(value_ints=[-1])
+    patches = op.Reshape(patches, op.Concat(n, g, minus_one, taps, out_h, out_w, axis=0))
+    kernel = op.Reshape(weight, op.Concat(n, g, op.Constant(value_ints=[1]), taps, out_h, out_w, axis=0))
+    summed = op.ReduceSum(op.Mul(op.Cast(patches, to=FLOAT.dtype), op.Cast(kernel, to=FLOAT.dtype)),
+                          op.Constant(value_ints=[3]), keepdims=0)
+    return op.CastLike(op.Reshape(summed, op.Concat(n, c, out_h, out_w, axis=0)), x)
+
+
+def involution_translation(x, weight, kernel_size: int, stride: int, padding: int, dilation: int, groups: int):
+    """torch.ops.rednet.involution → one rednet::Involution node (its function body is added to the model)."""
+    return rednet_opset.Involution(x, weight, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                      groups=groups, plugin_version=TRT["plugin_version"], plugin_namespace=TRT["plugin_namespace"])
+
+
+TRANSLATIONS = {torch.ops.rednet.involution.default: involution_translation}
