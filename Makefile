@@ -7,8 +7,12 @@ BUILD    ?= build
 MODEL    ?= rednet50
 PRECISION ?= fp32
 DYNAMIC  ?= batch
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+# TensorRT headers (10.x or 11.x) for the plugin; a git-ignored third_party/ copy is used when present.
+TENSORRT_INCLUDE_DIR ?= $(firstword $(wildcard third_party/tensorrt/include) $(wildcard /usr/include/x86_64-linux-gnu/NvInfer.h))
+ORT_HEADERS_DIR := $(BUILD)/third_party/onnxruntime
 
-.PHONY: help setup test export plugins clean
+.PHONY: help setup test export plugins parity asan-test clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,8 +34,26 @@ export: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [OUT=] [PRECISION=fp32|fp16]
 	$(CLI) export $(MODEL) --precision $(PRECISION) --dynamic $(DYNAMIC) \
 	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(OUT),--out $(OUT)) $(if $(OPSET),--opset $(OPSET))
 
-plugins:  ## build the native libraries (ONNX Runtime custom ops, CUDA kernels, TensorRT plugin) that the toolchain allows
-	@echo "plugins: no native libraries yet"
+plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, CUDA kernels, TensorRT plugin)
+	@mkdir -p $(BUILD); ort_root=$$(plugins/cmake/fetch_onnxruntime_headers.sh $(ORT_HEADERS_DIR)) || ort_root=; \
+	cmake -S plugins -B $(BUILD)/plugins -DONNXRUNTIME_ROOT="$$ort_root" \
+	  $(if $(TENSORRT_INCLUDE_DIR),-DTENSORRT_INCLUDE_DIR=$(abspath $(TENSORRT_INCLUDE_DIR))) > $(BUILD)/cmake.log \
+	  || { cat $(BUILD)/cmake.log; exit 1; }; grep '^-- rednet:' $(BUILD)/cmake.log
+	cmake --build $(BUILD)/plugins -j $(JOBS)
+	$(BUILD)/plugins/involution_cpu_sweep
+
+parity: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [PRECISION=] [ONNX=]: PyTorch vs every backend present, table + JSON
+	$(CLI) parity $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ONNX),--onnx $(ONNX))
+
+asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ sweep and the ONNX Runtime op sweep
+	@mkdir -p $(BUILD); ort_root=$$(plugins/cmake/fetch_onnxruntime_headers.sh $(ORT_HEADERS_DIR)); \
+	cmake -S plugins -B $(BUILD)/asan -DREDNET_SANITIZE=ON -DREDNET_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug \
+	  -DONNXRUNTIME_ROOT="$$ort_root" > $(BUILD)/asan-cmake.log || { cat $(BUILD)/asan-cmake.log; exit 1; }
+	cmake --build $(BUILD)/asan -j $(JOBS)
+	$(BUILD)/asan/involution_cpu_sweep
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  REDNET_BUILD_DIR=$(BUILD)/asan $(PY) -m pytest -q -p no:cacheprovider tests/test_op_backends.py
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD) artifacts

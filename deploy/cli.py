@@ -36,6 +36,16 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_parity(args) -> int:
+    from .parity import run_parity, write_report
+    report = run_parity(args.model, checkpoint=args.checkpoint, precision=args.precision, batches=args.batch,
+                        sizes=args.size, onnx_path=args.onnx, progress=_log)
+    print(report.table())
+    path = write_report(report, args.report or f"artifacts/parity/{args.model}.{args.precision}.json")
+    _log(f"report: {path}")
+    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rednet-deploy", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
               rednet-deploy models
               rednet-deploy export rednet50 --checkpoint rednet50.pth            # artifacts/rednet50.onnx
               rednet-deploy export rednet50 --precision fp16 --dynamic all
+              rednet-deploy parity rednet50 --checkpoint rednet50.pth             # table + JSON, exit 1 on FAIL
 
             exit codes: 0 ok, 1 check failed, 2 bad usage/input, 3 backend or library missing"""))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -74,6 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-function", action="store_true", help="omit the portable function body")
     p.add_argument("--input-size", type=int, help="H=W used for tracing; fixed size when --dynamic batch")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "parity", help="compare every backend present against PyTorch; exit 1 outside tolerance",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Run the same fixed-seed inputs through PyTorch (fp32, the reference) and every backend present:
+            onnxruntime (our custom-op library), onnxruntime-function (the portable function bodies) and tensorrt
+            (when installed with a GPU). Prints a table and writes JSON with max abs / max rel error (relative to
+            max |reference|), minimum cosine similarity and top-1 agreement per backend and case.
+
+            tolerances: fp32  max|y - ref| <= 1e-4 * max|ref|
+                        fp16  top-1 agreement >= 99 % and cosine >= 0.999 for every sample
+            Without --onnx the model is exported (dynamic N/H/W) from the same weights first."""))
+    p.add_argument("model", help="registered model name")
+    p.add_argument("--checkpoint", help="checkpoint for PyTorch (and the export)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--onnx", help="an exported file to check (must come from --checkpoint)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 3], help="batch sizes (default 1 3)")
+    p.add_argument("--size", type=int, nargs="+", default=[224, 161], help="input sizes H=W (default 224 161)")
+    p.add_argument("--report", help="JSON path (default artifacts/parity/<model>.<precision>.json)")
+    p.set_defaults(func=cmd_parity)
     return parser
 
 

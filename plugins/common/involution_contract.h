@@ -1,0 +1,91 @@
+// The Involution op contract (spec/Involution.yaml) for the C++ backends: attribute rules, the shape rule, and
+// error messages that name the bad value (the same wording as rednet/ops/spec.py). Header-only, no dependencies,
+// so the ONNX Runtime op, the TensorRT plugin and the CUDA launcher all check one thing in one way.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace rednet {
+
+struct InvolutionAttrs {
+  int64_t kernel_size = 0;
+  int64_t stride = 1;
+  int64_t padding = 0;
+  int64_t dilation = 1;
+  int64_t groups = 1;
+};
+
+// Everything a kernel needs to index x (N, C, H, W), weight (N, G*K*K, Ho, Wo) and y (N, C, Ho, Wo).
+struct InvolutionShape {
+  int64_t n = 0, c = 0, h = 0, w = 0, out_h = 0, out_w = 0;
+};
+
+inline constexpr const char* kAttributeNames[] = {"kernel_size", "stride", "padding", "dilation", "groups"};
+
+inline int64_t InvolutionOutputSize(int64_t size, const InvolutionAttrs& a) {
+  const int64_t span = size + 2 * a.padding - a.dilation * (a.kernel_size - 1) - 1;
+  // floor division (span may be negative when the input is too small)
+  return (span >= 0 ? span / a.stride : -((-span + a.stride - 1) / a.stride)) + 1;
+}
+
+// Returns "" when the attributes satisfy the contract, else a message naming the offending value.
+inline std::string CheckInvolutionAttrs(const InvolutionAttrs& a) {
+  auto at_least = [](const char* name, int64_t v, int64_t min) -> std::string {
+    return v < min ? "involution: " + std::string(name) + "=" + std::to_string(v) + " must be >= " + std::to_string(min)
+                   : std::string();
+  };
+  std::string err;
+  if (!(err = at_least("kernel_size", a.kernel_size, 1)).empty()) return err;
+  if (a.kernel_size % 2 == 0) return "involution: kernel_size=" + std::to_string(a.kernel_size) + " must be odd";
+  if (!(err = at_least("stride", a.stride, 1)).empty()) return err;
+  if (!(err = at_least("padding", a.padding, 0)).empty()) return err;
+  if (!(err = at_least("dilation", a.dilation, 1)).empty()) return err;
+  if (!(err = at_least("groups", a.groups, 1)).empty()) return err;
+  // Bounds that keep every index computation inside int64 (far beyond any real network).
+  if (a.kernel_size > 255 || a.stride > 65535 || a.padding > 65535 || a.dilation > 65535)
+    return "involution: attributes kernel_size=" + std::to_string(a.kernel_size) + ", stride=" +
+           std::to_string(a.stride) + ", padding=" + std::to_string(a.padding) + ", dilation=" +
+           std::to_string(a.dilation) + " exceed the supported range (kernel_size <= 255, others <= 65535)";
+  return {};
+}
+
+inline std::string DimsToString(const int64_t* dims, size_t rank) {
+  std::string s = "(";
+  for (size_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + (rank == 1 ? ",)" : ")");
+}
+
+// Validates x and weight shapes; on success fills `shape` and returns "".
+inline std::string CheckInvolutionShapes(const InvolutionAttrs& a, const int64_t* x_dims, size_t x_rank,
+                                         const int64_t* w_dims, size_t w_rank, InvolutionShape* shape) {
+  std::string err = CheckInvolutionAttrs(a);
+  if (!err.empty()) return err;
+  if (x_rank != 4)
+    return "involution: x must have rank 4 (N, C, H, W), got shape " + DimsToString(x_dims, x_rank);
+  if (w_rank != 4)
+    return "involution: weight must have rank 4 (N, G*K*K, Ho, Wo), got shape " + DimsToString(w_dims, w_rank);
+  for (size_t i = 0; i < 4; ++i)
+    if (x_dims[i] < 0 || (i > 0 && x_dims[i] == 0))
+      return "involution: x shape " + DimsToString(x_dims, 4) + " has an empty or negative dimension";
+  const int64_t n = x_dims[0], c = x_dims[1], h = x_dims[2], w = x_dims[3];
+  if (c % a.groups != 0)
+    return "involution: channels C=" + std::to_string(c) + " is not divisible by groups=" + std::to_string(a.groups);
+  const int64_t ho = InvolutionOutputSize(h, a), wo = InvolutionOutputSize(w, a);
+  if (ho < 1 || wo < 1)
+    return "involution: input H×W=" + std::to_string(h) + "×" + std::to_string(w) +
+           " is too small for kernel_size=" + std::to_string(a.kernel_size) + ", dilation=" +
+           std::to_string(a.dilation) + ", padding=" + std::to_string(a.padding) + " (output would be " +
+           std::to_string(ho) + "×" + std::to_string(wo) + ")";
+  const int64_t expected[4] = {n, a.groups * a.kernel_size * a.kernel_size, ho, wo};
+  for (size_t i = 0; i < 4; ++i)
+    if (w_dims[i] != expected[i])
+      return "involution: weight shape " + DimsToString(w_dims, 4) +
+             " does not match the contract (N, groups*K*K, Ho, Wo) = " + DimsToString(expected, 4) +
+             " for x shape " + DimsToString(x_dims, 4);
+  *shape = InvolutionShape{n, c, h, w, ho, wo};
+  return {};
+}
+
+}  // namespace rednet

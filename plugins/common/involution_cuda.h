@@ -1,0 +1,20 @@
+// The CUDA involution kernel shared by the TensorRT plugin and the ONNX Runtime CUDA op.
+// Launch-only: runs on the caller's stream, allocates nothing and never synchronises.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "involution_contract.h"
+
+namespace rednet {
+
+enum class DataType { kFloat32, kFloat16 };
+
+// x (N, C, H, W), weight (N, G*K*K, Ho, Wo), y (N, C, Ho, Wo), all linear NCHW on the device, same type.
+// `shape` must come from CheckInvolutionShapes. Returns "" or the launch error.
+std::string LaunchInvolution(DataType type, const void* x, const void* weight, void* y, const InvolutionAttrs& attrs,
+                             const InvolutionShape& shape, cudaStream_t stream);
+
+}  // namespace rednet

@@ -1,0 +1,136 @@
+// The CPU kernel against a direct double-precision evaluation of the contract over an attribute sweep
+// (incl. tiles wider than one column tile, groups wider than one channel block, K above one staging chunk),
+// plus every contract rejection. Exit code 0 only when all pass; built with sanitizers by `make asan-test`.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "half.h"
+#include "involution_contract.h"
+#include "involution_cpu.h"
+
+using rednet::InvolutionAttrs;
+using rednet::InvolutionShape;
+
+namespace {
+
+int failures = 0;
+
+void Expect(bool ok, const std::string& what) {
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+std::vector<double> Reference(const std::vector<float>& x, const std::vector<float>& w, const InvolutionAttrs& a,
+                              const InvolutionShape& s) {
+  const int64_t K = a.kernel_size, cg = s.c / a.groups;
+  std::vector<double> y(s.n * s.c * s.out_h * s.out_w, 0.0);
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t c = 0; c < s.c; ++c)
+      for (int64_t ho = 0; ho < s.out_h; ++ho)
+        for (int64_t wo = 0; wo < s.out_w; ++wo) {
+          double sum = 0;
+          for (int64_t kh = 0; kh < K; ++kh)
+            for (int64_t kw = 0; kw < K; ++kw) {
+              const int64_t hi = ho * a.stride + kh * a.dilation - a.padding;
+              const int64_t wi = wo * a.stride + kw * a.dilation - a.padding;
+              if (hi < 0 || hi >= s.h || wi < 0 || wi >= s.w) continue;
+              const int64_t g = c / cg;
+              sum += double(w[((n * a.groups + g) * K * K + kh * K + kw) * s.out_h * s.out_w + ho * s.out_w + wo]) *
+                     x[((n * s.c + c) * s.h + hi) * s.w + wi];
+            }
+          y[((n * s.c + c) * s.out_h + ho) * s.out_w + wo] = sum;
+        }
+  return y;
+}
+
+void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std::mt19937& rng) {
+  const int64_t x_dims[4] = {n, c, h, w};
+  const int64_t ho = rednet::InvolutionOutputSize(h, a), wo = rednet::InvolutionOutputSize(w, a);
+  const int64_t w_dims[4] = {n, a.groups * a.kernel_size * a.kernel_size, ho, wo};
+  InvolutionShape s;
+  const std::string err = rednet::CheckInvolutionShapes(a, x_dims, 4, w_dims, 4, &s);
+  const std::string name = "K" + std::to_string(a.kernel_size) + " s" + std::to_string(a.stride) + " p" +
+                           std::to_string(a.padding) + " d" + std::to_string(a.dilation) + " g" +
+                           std::to_string(a.groups) + " x" + rednet::DimsToString(x_dims, 4);
+  Expect(err.empty(), name + ": contract rejected a valid case: " + err);
+  if (!err.empty()) return;
+  std::normal_distribution<float> dist;
+  // exact vectors (no slack) so any out-of-bounds access is caught by the sanitizers
+  std::vector<float> x(n * c * h * w), weight(w_dims[0] * w_dims[1] * ho * wo), y(n * c * ho * wo);
+  for (auto& v : x) v = dist(rng);
+  for (auto& v : weight) v = dist(rng);
+  const auto ref = Reference(x, weight, a, s);
+  double scale = 1e-30;
+  for (double v : ref) scale = std::max(scale, std::abs(v));
+
+  rednet::InvolutionCpuF32(x.data(), weight.data(), y.data(), a, s, 0, rednet::InvolutionCpuWorkItems(a, s));
+  double err32 = 0;
+  for (size_t i = 0; i < y.size(); ++i) err32 = std::max(err32, std::abs(y[i] - ref[i]) / scale);
+  Expect(err32 <= 1e-5, name + " fp32 max rel error " + std::to_string(err32));
+
+  std::vector<uint16_t> xh(x.size()), wh(weight.size()), yh(y.size());
+  for (size_t i = 0; i < x.size(); ++i) xh[i] = rednet::FloatToHalf(x[i]);
+  for (size_t i = 0; i < weight.size(); ++i) wh[i] = rednet::FloatToHalf(weight[i]);
+  std::vector<float> xr(x.size()), wr(weight.size());
+  for (size_t i = 0; i < x.size(); ++i) xr[i] = rednet::HalfToFloat(xh[i]);
+  for (size_t i = 0; i < weight.size(); ++i) wr[i] = rednet::HalfToFloat(wh[i]);
+  const auto ref16 = Reference(xr, wr, a, s);  // same rounded inputs: only output rounding remains
+  rednet::InvolutionCpuF16(xh.data(), wh.data(), yh.data(), a, s, 0, rednet::InvolutionCpuWorkItems(a, s));
+  double err16 = 0;
+  for (size_t i = 0; i < yh.size(); ++i) err16 = std::max(err16, std::abs(rednet::HalfToFloat(yh[i]) - ref16[i]) / scale);
+  Expect(err16 <= 1e-3, name + " fp16 max rel error " + std::to_string(err16));
+}
+
+void ExpectRejected(const int64_t* x, size_t xr, const int64_t* w, size_t wr, InvolutionAttrs a, const std::string& needle) {
+  InvolutionShape s;
+  const std::string err = rednet::CheckInvolutionShapes(a, x, xr, w, wr, &s);
+  Expect(err.find(needle) != std::string::npos, "rejection should mention '" + needle + "', got '" + err + "'");
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(7);
+  int cases = 0;
+  for (int64_t k : {1, 3, 5, 7, 9})
+    for (int64_t stride : {1, 2, 3})
+      for (int64_t dil : {1, 2}) {
+        const int64_t groups = 1 + (k + stride + dil) % 3;
+        const int64_t cg = (k == 9 ? 20 : 4 + 4 * (stride % 2));  // 20 > one 16-channel block
+        RunCase(1 + (k + stride) % 3, groups * cg, 7 + k + stride, 9 + 2 * dil, {k, stride, (k - 1) / 2 * dil, dil, groups}, rng);
+        ++cases;
+      }
+  RunCase(1, 16, 5, 300, {7, 1, 3, 1, 1}, rng);  // more than two column tiles
+  RunCase(2, 32, 9, 260, {3, 2, 1, 1, 2}, rng);
+  RunCase(1, 16, 6, 6, {3, 1, 0, 1, 1}, rng);    // no padding
+  RunCase(1, 16, 6, 6, {3, 1, 4, 1, 1}, rng);    // padding wider than the kernel reach
+  RunCase(1, 16, 1, 1, {7, 1, 3, 1, 1}, rng);    // 1×1 input
+  RunCase(2, 48, 11, 13, {7, 2, 3, 1, 3}, rng);
+  cases += 6;
+
+  const int64_t x_ok[4] = {1, 32, 9, 9}, w_ok[4] = {1, 18, 9, 9};
+  ExpectRejected(x_ok, 3, w_ok, 4, {3, 1, 1, 1, 2}, "x must have rank 4");
+  ExpectRejected(x_ok, 4, w_ok, 3, {3, 1, 1, 1, 2}, "weight must have rank 4");
+  const int64_t x30[4] = {1, 30, 9, 9}, w36[4] = {1, 36, 9, 9};
+  ExpectRejected(x30, 4, w36, 4, {3, 1, 1, 1, 4}, "C=30");
+  const int64_t w_bad[4] = {1, 18, 8, 9};
+  ExpectRejected(x_ok, 4, w_bad, 4, {3, 1, 1, 1, 2}, "(1, 18, 8, 9)");
+  ExpectRejected(x_ok, 4, w_ok, 4, {4, 1, 1, 1, 2}, "kernel_size=4");
+  ExpectRejected(x_ok, 4, w_ok, 4, {3, 0, 1, 1, 2}, "stride=0");
+  ExpectRejected(x_ok, 4, w_ok, 4, {3, 1, -1, 1, 2}, "padding=-1");
+  ExpectRejected(x_ok, 4, w_ok, 4, {3, 1, 1, 0, 2}, "dilation=0");
+  ExpectRejected(x_ok, 4, w_ok, 4, {3, 1, 1, 1, 0}, "groups=0");
+  ExpectRejected(x_ok, 4, w_ok, 4, {3, 1, 1, 1000000, 2}, "supported range");
+  const int64_t x_small[4] = {1, 32, 2, 2}, w_small[4] = {1, 98, 1, 1};
+  ExpectRejected(x_small, 4, w_small, 4, {7, 1, 0, 1, 2}, "too small");
+  const int64_t x_neg[4] = {1, 32, -3, 9};
+  ExpectRejected(x_neg, 4, w_ok, 4, {3, 1, 1, 1, 2}, "negative");
+
+  std::printf("involution_cpu_sweep: %d cases + 12 rejections, %d failures\n", cases, failures);
+  return failures == 0 ? 0 : 1;
+}
