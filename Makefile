@@ -53,7 +53,7 @@ asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ s
 	$(BUILD)/asan/involution_cpu_sweep
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  REDNET_BUILD_DIR=$(BUILD)/asan $(PY) -m pytest -q -p no:cacheprovider tests/test_op_backends.py
+	  REDNET_ORT_OPS_LIB=$(BUILD)/asan/librednet_ort_ops.so $(PY) -m pytest -q -p no:cacheprovider tests/test_op_backends.py
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD) artifacts

@@ -4,7 +4,7 @@
 # libonnxruntime-dev .deb (on Debian 12 through a private trixie source list) and unpack it into $1.
 # Prints nothing and exits 1 when none can be had; the build then skips the ONNX Runtime library.
 set -euo pipefail
-dest=${1:?usage: fetch_onnxruntime_headers.sh DEST_DIR}
+dest=$(realpath -m "${1:?usage: fetch_onnxruntime_headers.sh DEST_DIR}")
 header=onnxruntime_lite_custom_op.h
 
 if [ -n "${ONNXRUNTIME_ROOT:-}" ]; then echo "$ONNXRUNTIME_ROOT"; exit 0; fi
