@@ -87,3 +87,21 @@ def involution_translation(x, weight, kernel_size: int, stride: int, padding: in
 
 
 TRANSLATIONS = {torch.ops.rednet.involution.default: involution_translation}
+
+
+def single_node_model(attributes: dict, elem_type: int = onnx.TensorProto.FLOAT,
+                      with_function: bool = True) -> onnx.ModelProto:
+    """One rednet::Involution node (inputs x, weight; output y; dynamic shapes) for op tests and benchmarks.
+
+    ``attributes`` maps names to values; the routing attributes are added; a None value omits that attribute.
+    """
+    attrs = {**attributes, "plugin_version": TRT["plugin_version"], "plugin_namespace": TRT["plugin_namespace"]}
+    node = onnx.helper.make_node(SPEC["name"], ["x", "weight"], ["y"], domain=DOMAIN,
+                                 **{k: v for k, v in attrs.items() if v is not None})
+    graph = onnx.helper.make_graph(
+        [node], "involution",
+        [onnx.helper.make_tensor_value_info(name, elem_type, None) for name in ("x", "weight")],
+        [onnx.helper.make_tensor_value_info("y", elem_type, None)])
+    return onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid(DOMAIN, VERSION)],
+        functions=[Involution.to_function_proto()] if with_function else [])

@@ -15,7 +15,7 @@ import torch
 
 from deploy.native import find_library
 from deploy.ort_session import create_session
-from export import DOMAIN, function_body
+from export.involution_onnx import single_node_model
 from rednet.ops import involution, output_size
 
 LIB = find_library("ort_ops", required=False)
@@ -31,19 +31,9 @@ ONNX_TYPE = {np.float32: onnx.TensorProto.FLOAT, np.float16: onnx.TensorProto.FL
 
 
 def node_model(case, dtype=np.float32, with_function=True, **attr_overrides):
-    c = case.get("c", 16 * case["g"])
     attrs = dict(kernel_size=case["k"], stride=case["s"], padding=(case["k"] - 1) // 2 * case["d"],
-                 dilation=case["d"], groups=case["g"], plugin_version="1", plugin_namespace="")
-    attrs.update(attr_overrides)
-    node = onnx.helper.make_node("Involution", ["x", "weight"], ["y"], domain=DOMAIN,
-                                 **{k: v for k, v in attrs.items() if v is not None})
-    t = ONNX_TYPE[dtype]
-    graph = onnx.helper.make_graph([node], "op", [onnx.helper.make_tensor_value_info("x", t, None),
-                                                  onnx.helper.make_tensor_value_info("weight", t, None)],
-                                   [onnx.helper.make_tensor_value_info("y", t, None)])
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18),
-                                                        onnx.helper.make_opsetid(DOMAIN, 1)],
-                                  functions=[function_body()] if with_function else [])
+                 dilation=case["d"], groups=case["g"])
+    return single_node_model({**attrs, **attr_overrides}, ONNX_TYPE[dtype], with_function)
 
 
 def inputs(case, seed=0):

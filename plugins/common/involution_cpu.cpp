@@ -1,11 +1,14 @@
-// CPU involution: per work item (n, g, ho), output columns are processed in tiles held in a stack accumulator
-// for a block of channels of the group. Each kernel tap's weight row is loaded once per tile and reused by
-// every channel of the group (the involution kernel is shared across the group's C/G channels); the inner loop
-// runs over contiguous output columns so the compiler vectorises it. No heap allocation except a per-thread
-// fp16 row buffer that only ever grows.
+// CPU involution. Per work item (n, g, ho): for each block of 8 channels of the group the K input rows are
+// staged zero-padded and split into `stride` phases, so every kernel tap reads a contiguous, in-bounds span
+// whatever the stride, padding or dilation. The inner loop keeps 8 channels × 8 columns of accumulators in
+// vector registers and does one multiply-add per tap and channel, each tap's weight vector loaded once and
+// shared by the block (the involution kernel is shared across the group's channels). fp32 weight rows are read
+// in place; fp16 (and the ragged tail) are staged as fp32. Staging lives in a per-thread buffer that only grows.
 #include "involution_cpu.h"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "half.h"
@@ -13,84 +16,104 @@
 namespace rednet {
 namespace {
 
-constexpr int64_t kTileW = 128;  // output columns per tile
-constexpr int64_t kBlockC = 16;  // channels accumulated together (one RedNet group)
-constexpr int64_t kChunkK = 8;   // kernel columns whose weight rows are staged at once
+constexpr int64_t kVec = 8;     // output columns per vector
+constexpr int64_t kBlockC = 8;  // channels per register block
+typedef float Vec __attribute__((vector_size(kVec * sizeof(float))));
+
+inline Vec LoadVec(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 
 inline float Load(float v) { return v; }
 inline float Load(uint16_t v) { return HalfToFloat(v); }
 inline void Store(float* dst, float v) { *dst = v; }
 inline void Store(uint16_t* dst, float v) { *dst = FloatToHalf(v); }
 
-// x row as float: fp32 rows are used in place; fp16 rows are converted once per (channel, kernel row).
-struct RowView {
-  const float* data;
-  int64_t first;  // column index of data[0]
-};
-
-inline RowView View(const float* row, int64_t, int64_t) { return {row, 0}; }
-
-inline RowView View(const uint16_t* row, int64_t first, int64_t last) {
-  thread_local std::vector<float> buffer;
-  if (static_cast<int64_t>(buffer.size()) < last - first) buffer.resize(last - first);
-  for (int64_t i = first; i < last; ++i) buffer[i - first] = HalfToFloat(row[i]);
-  return {buffer.data(), first};
-}
-
 template <typename T>
 __attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* y, const InvolutionAttrs& a,
                                                 const InvolutionShape& s, int64_t begin, int64_t end) {
   const int64_t K = a.kernel_size, G = a.groups, Cg = s.c / G, stride = a.stride, dil = a.dilation;
   const int64_t hw_out = s.out_h * s.out_w, hw_in = s.h * s.w;
-  float acc[kBlockC][kTileW];
-  float taps[kChunkK][kTileW];
+  const int64_t out_w_pad = (s.out_w + kVec - 1) / kVec * kVec;
+  const int64_t phase_len = out_w_pad + (K - 1) * dil / stride + 1;  // staged entries per phase
+  const int64_t row_len = stride * phase_len;                         // one staged input row, all phases
+  // Columns [0, direct_end) of fp32 weight rows are loaded straight from the tensor.
+  const int64_t direct_end = std::is_same_v<T, float> ? s.out_w / kVec * kVec : 0;
+  thread_local std::vector<float> staging;
+  const size_t need = static_cast<size_t>(K * K * out_w_pad + K * kBlockC * row_len);
+  if (staging.size() < need) staging.resize(need);
+  float* taps = staging.data();            // [K*K][out_w_pad]
+  float* rows = taps + K * K * out_w_pad;  // [K][kBlockC][stride][phase_len]
+  // Tap kw reads padded column stride * (t + q) + r with q, r = divmod(kw * dilation, stride): phase r, entry t + q.
+  int64_t tap_offset[256];  // kernel_size <= 255 by the contract
+  for (int64_t kw = 0; kw < K; ++kw) tap_offset[kw] = (kw * dil % stride) * phase_len + kw * dil / stride;
+
   for (int64_t item = begin; item < end; ++item) {
     const int64_t ho = item % s.out_h, ng = item / s.out_h, g = ng % G, n = ng / G;
     const T* w_item = weight + (n * G + g) * K * K * hw_out + ho * s.out_w;
-    for (int64_t w0 = 0; w0 < s.out_w; w0 += kTileW) {
-      const int64_t tile = std::min(kTileW, s.out_w - w0);
-      // input columns this tile can read
-      const int64_t col_first = std::max<int64_t>(0, w0 * stride - a.padding);
-      const int64_t col_last = std::min(s.w, (w0 + tile - 1) * stride + (K - 1) * dil - a.padding + 1);
-      for (int64_t c0 = 0; c0 < Cg; c0 += kBlockC) {
-        const int64_t block = std::min(kBlockC, Cg - c0);
-        for (int64_t cb = 0; cb < block; ++cb) std::fill(acc[cb], acc[cb] + tile, 0.0f);
-        for (int64_t kh = 0; kh < K; ++kh) {
-          const int64_t hi = ho * stride + kh * dil - a.padding;
-          if (hi < 0 || hi >= s.h || col_first >= col_last) continue;
-          for (int64_t kw0 = 0; kw0 < K; kw0 += kChunkK) {
-            const int64_t chunk = std::min(kChunkK, K - kw0);
-            for (int64_t j = 0; j < chunk; ++j) {
-              const T* src = w_item + (kh * K + kw0 + j) * hw_out + w0;
-              for (int64_t t = 0; t < tile; ++t) taps[j][t] = Load(src[t]);
-            }
-            for (int64_t cb = 0; cb < block; ++cb) {
-              const int64_t c = g * Cg + c0 + cb;
-              const RowView row = View(x + (n * s.c + c) * hw_in + hi * s.w, col_first, col_last);
-              float* out = acc[cb];
-              for (int64_t j = 0; j < chunk; ++j) {
-                const int64_t offset = (kw0 + j) * dil - a.padding;  // input column = (w0 + t) * stride + offset
-                const int64_t lo_num = -offset - w0 * stride, hi_num = s.w - 1 - offset - w0 * stride;
-                if (hi_num < 0) continue;
-                const int64_t t_lo = lo_num <= 0 ? 0 : (lo_num + stride - 1) / stride;
-                const int64_t t_hi = std::min(tile, hi_num / stride + 1);
-                if (t_lo >= t_hi) continue;
-                const int64_t count = t_hi - t_lo;
-                const float* tap = taps[j] + t_lo;
-                const float* in = row.data + ((w0 + t_lo) * stride + offset - row.first);
-                float* o = out + t_lo;
-                if (stride == 1) {
-                  for (int64_t t = 0; t < count; ++t) o[t] += tap[t] * in[t];
-                } else {
-                  for (int64_t t = 0; t < count; ++t) o[t] += tap[t] * in[t * stride];
-                }
+    for (int64_t k = 0; k < K * K; ++k) {
+      float* dst = taps + k * out_w_pad;
+      const T* src = w_item + k * hw_out;
+      for (int64_t t = direct_end; t < s.out_w; ++t) dst[t] = Load(src[t]);
+      std::fill(dst + s.out_w, dst + out_w_pad, 0.0f);
+    }
+    for (int64_t c0 = 0; c0 < Cg; c0 += kBlockC) {
+      const int64_t block = std::min(kBlockC, Cg - c0);
+      const T* x_block = x + (n * s.c + g * Cg + c0) * hw_in;
+      for (int64_t kh = 0; kh < K; ++kh) {
+        const int64_t hi = ho * stride + kh * dil - a.padding;
+        if (hi < 0 || hi >= s.h) continue;
+        for (int64_t cb = 0; cb < kBlockC; ++cb) {
+          float* dst = rows + (kh * kBlockC + cb) * row_len;
+          if (cb >= block) {  // channels past the group's end: zeros, never stored
+            std::fill(dst, dst + row_len, 0.0f);
+            continue;
+          }
+          const T* src = x_block + cb * hw_in + hi * s.w;
+          for (int64_t ph = 0; ph < stride; ++ph) {
+            // entry j holds input column j * stride + ph - padding; zero outside [0, W)
+            float* phase = dst + ph * phase_len;
+            const int64_t first = ph - a.padding;
+            const int64_t j_lo = std::min(phase_len, first >= 0 ? 0 : (-first + stride - 1) / stride);
+            const int64_t j_hi =
+                std::max(j_lo, std::min(phase_len, s.w - 1 - first < 0 ? 0 : (s.w - 1 - first) / stride + 1));
+            std::fill(phase, phase + j_lo, 0.0f);
+            if constexpr (std::is_same_v<T, float>) {
+              if (stride == 1) {
+                std::memcpy(phase + j_lo, src + j_lo + first, (j_hi - j_lo) * sizeof(float));
+              } else {
+                for (int64_t j = j_lo; j < j_hi; ++j) phase[j] = src[j * stride + first];
               }
+            } else {
+              for (int64_t j = j_lo; j < j_hi; ++j) phase[j] = Load(src[j * stride + first]);
             }
+            std::fill(phase + j_hi, phase + phase_len, 0.0f);
           }
         }
+      }
+      for (int64_t t0 = 0; t0 < out_w_pad; t0 += kVec) {
+        Vec acc[kBlockC] = {};
+        for (int64_t kh = 0; kh < K; ++kh) {
+          const int64_t hi = ho * stride + kh * dil - a.padding;
+          if (hi < 0 || hi >= s.h) continue;
+          const float* rows_kh = rows + kh * kBlockC * row_len + t0;
+          for (int64_t kw = 0; kw < K; ++kw) {
+            const int64_t k = kh * K + kw;
+            const Vec tap = t0 < direct_end ? LoadVec(reinterpret_cast<const float*>(w_item + k * hw_out) + t0)
+                                            : LoadVec(taps + k * out_w_pad + t0);
+            const float* in = rows_kh + tap_offset[kw];
+#pragma GCC unroll 8
+            for (int64_t cb = 0; cb < kBlockC; ++cb) acc[cb] += tap * LoadVec(in + cb * row_len);
+          }
+        }
+        const int64_t count = std::min(kVec, s.out_w - t0);
         for (int64_t cb = 0; cb < block; ++cb) {
-          T* dst = y + ((n * s.c + g * Cg + c0 + cb) * s.out_h + ho) * s.out_w + w0;
-          for (int64_t t = 0; t < tile; ++t) Store(dst + t, acc[cb][t]);
+          T* dst = y + ((n * s.c + g * Cg + c0 + cb) * s.out_h + ho) * s.out_w + t0;
+          float lanes[kVec];
+          std::memcpy(lanes, &acc[cb], sizeof lanes);
+          for (int64_t t = 0; t < count; ++t) Store(dst + t, lanes[t]);
         }
       }
     }
