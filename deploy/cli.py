@@ -46,6 +46,14 @@ def cmd_parity(args) -> int:
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 
+def cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from .bench import cpu
+    cpu.run(Path(args.out), threads=args.threads, repeats=args.repeats, progress=_log)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rednet-deploy", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs="+", default=[224, 161], help="input sizes H=W (default 224 161)")
     p.add_argument("--report", help="JSON path (default artifacts/parity/<model>.<precision>.json)")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser(
+        "bench", help="op and model benchmarks on ONNX Runtime CPU (JSON + PNG under bench/results/)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            op:    RedNet-50's involution shapes: our kernel vs the PyTorch op vs the function body, effective GB/s
+                   next to a copy of the same bytes, and GMAC/s next to an fp32 GEMM (same run, same threads)
+            model: RedNet-50 vs ResNet-50 (and RedNet-50 through function bodies), batch 1 and 8,
+                   median of >= 10 runs after warm-up; prints the latency ratios"""))
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (default 10)")
+    p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

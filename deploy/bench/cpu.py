@@ -3,7 +3,9 @@
 op:    every distinct involution shape of RedNet-50 (224×224): our kernel (single-node model, our library), the
        PyTorch op, and the portable function body (ONNX Runtime without our library), as effective GB/s
        (bytes of x + weight read and y written / time) next to a copy of the same input bytes (read + written)
-       measured in the same run with the same thread count.
+       measured in the same run with the same thread count. Because these tensors sit in cache and the op does
+       K² multiply-adds per output, the op is compute-bound on a CPU: the report also gives its GMAC/s next to an
+       fp32 GEMM's, measured in the same run.
 model: RedNet-50 vs ResNet-50 (and RedNet-50 through function bodies, the naive export), batch 1 and 8.
 """
 from __future__ import annotations
@@ -78,11 +80,21 @@ def bench_op(threads: int, batch: int, repeats: int, progress: Callable[[str], N
         row["gb_per_s"] = {k: (row["copy_bytes_moved"] if k == "copy" else moved) / v["median_ms"] / 1e6
                            for k, v in timings.items()}
         row["fraction_of_copy"] = row["gb_per_s"]["ours"] / row["gb_per_s"]["copy"]
+        row["gmac_per_s_ours"] = x.size * attrs[0] ** 2 / x.shape[2] / x.shape[3] * weight.shape[2] * weight.shape[3] \
+            / row["ms"]["ours"] / 1e6
         rows.append(row)
         progress(f"  op x{tuple(x.shape)} K{attrs[0]} s{attrs[1]}: ours {row['ms']['ours']:.3f} ms "
-                 f"({row['gb_per_s']['ours']:.1f} GB/s, {row['fraction_of_copy']:.0%} of copy), torch "
+                 f"({row['gb_per_s']['ours']:.1f} GB/s, {row['fraction_of_copy']:.0%} of copy, "
+                 f"{row['gmac_per_s_ours']:.1f} GMAC/s), torch "
                  f"{row['ms']['torch_op']:.3f} ms, function body {row['ms']['function_body']:.3f} ms")
     return rows
+
+
+def gemm_gmac_per_s(threads: int, repeats: int) -> float:
+    """fp32 GEMM throughput with the same thread count: the CPU's practical multiply-add ceiling."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return 1024 ** 3 / measure(lambda: a @ b, repeats)["median_ms"] / 1e6
 
 
 def bench_models(threads: int, batches: tuple[int, ...], repeats: int, progress: Callable[[str], None]) -> list[dict]:
@@ -120,7 +132,8 @@ def plot(result: dict, path: Path) -> None:
                                      ("torch_op", "PyTorch op"), ("function_body", "ONNX function body")]):
         ax1.bar(idx + (i - 1.5) * 0.2, [r["gb_per_s"][key] for r in ops], 0.2, label=name)
     ax1.set_xticks(idx, labels, rotation=20)
-    ax1.set_ylabel("effective GB/s")
+    ax1.set_ylabel("effective GB/s (log)")
+    ax1.set_yscale("log")
     ax1.set_title(f"RedNet-50 involution shapes, batch {ops[0]['batch']}, {result['threads']} threads")
     ax1.legend()
     models = result["model"]
@@ -144,9 +157,11 @@ def run(out_dir: Path, threads: int = 2, repeats: int = 10, op_batch: int = 1, m
     out_dir.mkdir(parents=True, exist_ok=True)
     progress(f"op benchmark (RedNet-50 involution shapes, {threads} threads)")
     op = bench_op(threads, op_batch, repeats, progress)
+    gemm = gemm_gmac_per_s(threads, repeats)
+    progress(f"  fp32 GEMM reference: {gemm:.1f} GMAC/s")
     progress(f"model benchmark (ONNX Runtime CPU, {threads} threads)")
     models = bench_models(threads, tuple(model_batches), repeats, progress)
-    result = {"machine": machine_info(), "threads": threads, "op": op, "model": models, "ratios": ratios(models)}
+    result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models, "ratios": ratios(models)}
     for k, v in result["ratios"].items():
         progress(f"  {k}: {v:.2f}")
     path = out_dir / "ort_cpu.json"
