@@ -12,7 +12,7 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 TENSORRT_INCLUDE_DIR ?= $(firstword $(wildcard third_party/tensorrt/include) $(wildcard /usr/include/x86_64-linux-gnu/NvInfer.h))
 ORT_HEADERS_DIR := $(BUILD)/third_party/onnxruntime
 
-.PHONY: help setup test export plugins parity bench asan-test clean
+.PHONY: help setup test export plugins parity bench asan-test gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,7 @@ plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, 
 	  || { cat $(BUILD)/cmake.log; exit 1; }; grep '^-- rednet:' $(BUILD)/cmake.log
 	cmake --build $(BUILD)/plugins -j $(JOBS)
 	$(BUILD)/plugins/involution_cpu_sweep
+	@if [ -x $(BUILD)/plugins/involution_trt_plugin_test ]; then $(BUILD)/plugins/involution_trt_plugin_test; fi
 
 parity: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [PRECISION=] [ONNX=]: PyTorch vs every backend present, table + JSON
 	$(CLI) parity $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ONNX),--onnx $(ONNX))
@@ -57,6 +58,17 @@ asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ s
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  REDNET_ORT_OPS_LIB=$(BUILD)/asan/librednet_ort_ops.so $(PY) -m pytest -q -p no:cacheprovider tests/test_op_backends.py
+
+gpu-check:  ## on a GPU machine: build CUDA kernel + plugin there, GPU parity + plugin enqueue + benchmarks -> JSON
+	@nvidia-smi -L > /dev/null 2>&1 || { echo "gpu-check: no NVIDIA GPU here (nvidia-smi failed); run it on a GPU machine" >&2; exit 3; }
+	@mkdir -p $(BUILD)/gpu
+	cmake -S plugins -B $(BUILD)/gpu -DCMAKE_CUDA_ARCHITECTURES=native \
+	  $(if $(TENSORRT_INCLUDE_DIR),-DTENSORRT_INCLUDE_DIR=$(abspath $(TENSORRT_INCLUDE_DIR))) > $(BUILD)/gpu/cmake.log \
+	  || { cat $(BUILD)/gpu/cmake.log; exit 1; }; grep '^-- rednet:' $(BUILD)/gpu/cmake.log
+	cmake --build $(BUILD)/gpu -j $(JOBS)
+	$(BUILD)/gpu/involution_cpu_sweep
+	@if [ -x $(BUILD)/gpu/involution_trt_plugin_test ]; then $(BUILD)/gpu/involution_trt_plugin_test; fi
+	PYTHONPATH=$(CURDIR) $(or $(GPU_PYTHON),python3) -m deploy.gpu_check --build $(BUILD)/gpu --out bench/results/gpu_check.json
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD) artifacts

@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) InvolutionKernel(const T* __restrict
 
 }  // namespace
 
-std::string LaunchInvolution(DataType type, const void* x, const void* weight, void* y, const InvolutionAttrs& a,
+std::string LaunchInvolution(ElementType type, const void* x, const void* weight, void* y, const InvolutionAttrs& a,
                              const InvolutionShape& s, cudaStream_t stream) {
   const std::string err = CheckInvolutionAttrs(a);
   if (!err.empty()) return err;
@@ -80,7 +80,7 @@ std::string LaunchInvolution(DataType type, const void* x, const void* weight, v
   if (p.total == 0) return {};
   if (x == nullptr || weight == nullptr || y == nullptr) return "involution: null device pointer";
   const int64_t blocks = std::min<int64_t>((p.total + kThreads - 1) / kThreads, int64_t(1) << 24);
-  if (type == DataType::kFloat32) {
+  if (type == ElementType::kFloat32) {
     InvolutionKernel<float><<<unsigned(blocks), kThreads, 0, stream>>>(
         static_cast<const float*>(x), static_cast<const float*>(weight), static_cast<float*>(y), p);
   } else {

@@ -10,6 +10,7 @@
 #include "half.h"
 #include "involution_contract.h"
 #include "involution_cpu.h"
+#include "reference.h"
 
 using rednet::InvolutionAttrs;
 using rednet::InvolutionShape;
@@ -23,29 +24,6 @@ void Expect(bool ok, const std::string& what) {
     ++failures;
     std::printf("FAIL %s\n", what.c_str());
   }
-}
-
-std::vector<double> Reference(const std::vector<float>& x, const std::vector<float>& w, const InvolutionAttrs& a,
-                              const InvolutionShape& s) {
-  const int64_t K = a.kernel_size, cg = s.c / a.groups;
-  std::vector<double> y(s.n * s.c * s.out_h * s.out_w, 0.0);
-  for (int64_t n = 0; n < s.n; ++n)
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t ho = 0; ho < s.out_h; ++ho)
-        for (int64_t wo = 0; wo < s.out_w; ++wo) {
-          double sum = 0;
-          for (int64_t kh = 0; kh < K; ++kh)
-            for (int64_t kw = 0; kw < K; ++kw) {
-              const int64_t hi = ho * a.stride + kh * a.dilation - a.padding;
-              const int64_t wi = wo * a.stride + kw * a.dilation - a.padding;
-              if (hi < 0 || hi >= s.h || wi < 0 || wi >= s.w) continue;
-              const int64_t g = c / cg;
-              sum += double(w[((n * a.groups + g) * K * K + kh * K + kw) * s.out_h * s.out_w + ho * s.out_w + wo]) *
-                     x[((n * s.c + c) * s.h + hi) * s.w + wi];
-            }
-          y[((n * s.c + c) * s.out_h + ho) * s.out_w + wo] = sum;
-        }
-  return y;
 }
 
 void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std::mt19937& rng) {
@@ -64,7 +42,7 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   std::vector<float> x(n * c * h * w), weight(w_dims[0] * w_dims[1] * ho * wo), y(n * c * ho * wo);
   for (auto& v : x) v = dist(rng);
   for (auto& v : weight) v = dist(rng);
-  const auto ref = Reference(x, weight, a, s);
+  const auto ref = rednet::testing::ReferenceInvolution(x, weight, a, s);
   double scale = 1e-30;
   for (double v : ref) scale = std::max(scale, std::abs(v));
 
@@ -79,7 +57,7 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   std::vector<float> xr(x.size()), wr(weight.size());
   for (size_t i = 0; i < x.size(); ++i) xr[i] = rednet::HalfToFloat(xh[i]);
   for (size_t i = 0; i < weight.size(); ++i) wr[i] = rednet::HalfToFloat(wh[i]);
-  const auto ref16 = Reference(xr, wr, a, s);  // same rounded inputs: only output rounding remains
+  const auto ref16 = rednet::testing::ReferenceInvolution(xr, wr, a, s);  // same rounded inputs: only output rounding remains
   rednet::InvolutionCpuF16(xh.data(), wh.data(), yh.data(), a, s, 0, rednet::InvolutionCpuWorkItems(a, s));
   double err16 = 0;
   for (size_t i = 0; i < yh.size(); ++i) err16 = std::max(err16, std::abs(rednet::HalfToFloat(yh[i]) - ref16[i]) / scale);

@@ -90,7 +90,7 @@ Ort::Status InvolutionCuda<T>::Compute(OrtKernelContext* context, const Ort::Cus
     if (Ort::Status status = CheckInputs(x.Shape(), weight.Shape(), &shape); !status.IsOK()) return status;
     T* out = y.Allocate({shape.n, shape.c, shape.out_h, shape.out_w});
     auto stream = static_cast<cudaStream_t>(Ort::KernelContext(context).GetGPUComputeStream());
-    const DataType type = std::is_same_v<T, float> ? DataType::kFloat32 : DataType::kFloat16;
+    const ElementType type = std::is_same_v<T, float> ? ElementType::kFloat32 : ElementType::kFloat16;
     const std::string err = LaunchInvolution(type, x.Data(), weight.Data(), out, attrs_, shape, stream);
     return err.empty() ? Ort::Status(nullptr) : Ort::Status(err.c_str(), ORT_RUNTIME_EXCEPTION);
   } catch (const std::exception& e) {

@@ -1,0 +1,301 @@
+// CPU tests of the TensorRT plugin's logic through its real interfaces (no GPU, no libnvinfer): creator fields
+// and rejections, clone, serialise -> deserialise, output shapes through a test IExprBuilder (symbolic N/H/W),
+// formats, types, workspace, and runtime shape checks. Exit code 0 only when every check passes.
+#include <NvInferRuntime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "InvolutionPlugin.h"
+
+using namespace nvinfer1;
+using rednet::InvolutionAttrs;
+using rednet::trt::InvolutionPlugin;
+using rednet::trt::InvolutionPluginCreator;
+
+namespace {
+
+int failures = 0, checks = 0;
+
+void Expect(bool ok, const std::string& what) {
+  ++checks;
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+// ---- logger that records the plugin's messages -------------------------------------------------------------
+struct RecordingLogger : ILogger {
+  std::string last_error;
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kERROR) last_error = msg;
+  }
+};
+struct Finder : ILoggerFinder {
+  RecordingLogger logger;
+  ILogger* findLogger() override { return &logger; }
+};
+Finder g_finder;
+
+// ---- a symbolic expression builder: every expression is a function of (N, H, W) ------------------------------
+struct Env {
+  int64_t n, h, w;
+};
+using Fn = std::function<int64_t(const Env&)>;
+
+class Expr : public IDimensionExpr {
+ public:
+  Expr(Fn fn, bool constant) : impl_(std::move(fn), constant) { mImpl = &impl_; }
+  int64_t Eval(const Env& env) const { return impl_.fn(env); }
+
+ private:
+  struct Impl : apiv::VDimensionExpr {
+    Impl(Fn f, bool c) : fn(std::move(f)), constant(c) {}
+    bool isConstant() const override { return constant; }
+    int64_t getConstantValue() const override { return constant ? fn(Env{}) : -1; }
+    bool isSizeTensor() const override { return false; }
+    Fn fn;
+    bool constant;
+  } impl_;
+};
+
+int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+class Builder : public IExprBuilder {
+ public:
+  Builder() : impl_(this) { mImpl = &impl_; }
+  const Expr* Make(Fn fn, bool constant) {
+    pool_.push_back(std::make_unique<Expr>(std::move(fn), constant));
+    return pool_.back().get();
+  }
+
+ private:
+  struct Impl : apiv::VExprBuilder {
+    explicit Impl(Builder* b) : owner(b) {}
+    const IDimensionExpr* constant(int64_t v) override { return owner->Make([v](const Env&) { return v; }, true); }
+    const IDimensionExpr* operation(DimensionOperation op, const IDimensionExpr& a, const IDimensionExpr& b) override {
+      const auto* x = static_cast<const Expr*>(&a);
+      const auto* y = static_cast<const Expr*>(&b);
+      Fn f = [op, x, y](const Env& e) -> int64_t {
+        const int64_t p = x->Eval(e), q = y->Eval(e);
+        switch (op) {
+          case DimensionOperation::kSUM: return p + q;
+          case DimensionOperation::kPROD: return p * q;
+          case DimensionOperation::kMAX: return std::max(p, q);
+          case DimensionOperation::kMIN: return std::min(p, q);
+          case DimensionOperation::kSUB: return p - q;
+          case DimensionOperation::kEQUAL: return p == q;
+          case DimensionOperation::kLESS: return p < q;
+          case DimensionOperation::kFLOOR_DIV: return FloorDiv(p, q);
+          case DimensionOperation::kCEIL_DIV: return -FloorDiv(-p, q);
+        }
+        return -1;
+      };
+      return owner->Make(f, a.isConstant() && b.isConstant());
+    }
+    const IDimensionExpr* declareSizeTensor(int32_t, const IDimensionExpr&, const IDimensionExpr&) override {
+      return nullptr;
+    }
+    Builder* owner;
+  } impl_;
+  std::deque<std::unique_ptr<Expr>> pool_;
+};
+
+// ---- helpers -------------------------------------------------------------------------------------------------
+struct Fields {
+  std::vector<int32_t> values;
+  std::vector<PluginField> fields;
+  PluginFieldCollection fc{};
+  explicit Fields(std::vector<std::pair<const char*, int32_t>> items) {
+    values.reserve(items.size());
+    for (auto& [name, v] : items) {
+      values.push_back(v);
+      fields.emplace_back(name, &values.back(), PluginFieldType::kINT32, 1);
+    }
+    fc.nbFields = static_cast<int32_t>(fields.size());
+    fc.fields = fields.data();
+  }
+};
+
+Fields Valid(int32_t k = 7, int32_t s = 2, int32_t p = 3, int32_t d = 1, int32_t g = 4) {
+  return Fields({{"kernel_size", k}, {"stride", s}, {"padding", p}, {"dilation", d}, {"groups", g}});
+}
+
+std::unique_ptr<InvolutionPlugin> Create(InvolutionPluginCreator& creator, const PluginFieldCollection* fc,
+                                         TensorRTPhase phase = TensorRTPhase::kBUILD) {
+  return std::unique_ptr<InvolutionPlugin>(static_cast<InvolutionPlugin*>(creator.createPlugin("inv", fc, phase)));
+}
+
+bool SameAttrs(const InvolutionAttrs& a, const InvolutionAttrs& b) {
+  return a.kernel_size == b.kernel_size && a.stride == b.stride && a.padding == b.padding && a.dilation == b.dilation &&
+         a.groups == b.groups;
+}
+
+PluginTensorDesc Desc(std::vector<int64_t> dims, DataType type, TensorFormat format = TensorFormat::kLINEAR) {
+  PluginTensorDesc d{};
+  d.dims.nbDims = static_cast<int32_t>(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) d.dims.d[i] = dims[i];
+  d.type = type;
+  d.format = format;
+  return d;
+}
+
+void ExpectRejected(InvolutionPluginCreator& creator, const PluginFieldCollection* fc, const std::string& needle) {
+  g_finder.logger.last_error.clear();
+  auto plugin = Create(creator, fc);
+  Expect(plugin == nullptr, "creator should reject (" + needle + ")");
+  Expect(g_finder.logger.last_error.find(needle) != std::string::npos,
+         "rejection reason should mention '" + needle + "', logged '" + g_finder.logger.last_error + "'");
+}
+
+}  // namespace
+
+int main() {
+  rednet::trt::SetLoggerFinder(&g_finder);
+  InvolutionPluginCreator creator;
+
+  // creator identity and field names
+  Expect(std::strcmp(creator.getPluginName(), "Involution") == 0 && std::strcmp(creator.getPluginVersion(), "1") == 0 &&
+             std::strcmp(creator.getPluginNamespace(), "") == 0,
+         "creator name/version/namespace");
+  const PluginFieldCollection* names = creator.getFieldNames();
+  const char* expected[] = {"kernel_size", "stride", "padding", "dilation", "groups"};
+  Expect(names->nbFields == 5, "five creator fields");
+  for (int i = 0; i < 5 && i < names->nbFields; ++i)
+    Expect(std::strcmp(names->fields[i].name, expected[i]) == 0 && names->fields[i].type == PluginFieldType::kINT32,
+           std::string("creator field ") + expected[i]);
+
+  // creation from fields, incl. int64 fields and the ONNX routing attributes
+  Fields valid = Valid();
+  auto plugin = Create(creator, &valid.fc);
+  Expect(plugin != nullptr && SameAttrs(plugin->attrs(), {7, 2, 3, 1, 4}), "create from valid fields");
+  {
+    std::vector<int64_t> v = {5, 1, 2, 1, 2};
+    std::vector<PluginField> f;
+    for (int i = 0; i < 5; ++i) f.emplace_back(expected[i], &v[i], PluginFieldType::kINT64, 1);
+    const char version[] = "1";
+    f.emplace_back("plugin_version", version, PluginFieldType::kCHAR, 1);
+    PluginFieldCollection fc{static_cast<int32_t>(f.size()), f.data()};
+    auto p64 = Create(creator, &fc);
+    Expect(p64 != nullptr && SameAttrs(p64->attrs(), {5, 1, 2, 1, 2}), "create from int64 fields + routing attribute");
+  }
+
+  // rejections with a reason naming the value
+  Fields even = Valid(4);
+  ExpectRejected(creator, &even.fc, "kernel_size=4");
+  Fields stride0 = Valid(7, 0);
+  ExpectRejected(creator, &stride0.fc, "stride=0");
+  Fields groups0 = Valid(7, 1, 3, 1, 0);
+  ExpectRejected(creator, &groups0.fc, "groups=0");
+  Fields missing({{"kernel_size", 3}, {"stride", 1}, {"padding", 1}, {"dilation", 1}});
+  ExpectRejected(creator, &missing.fc, "missing field 'groups'");
+  Fields twice({{"kernel_size", 3}, {"kernel_size", 3}, {"stride", 1}, {"padding", 1}, {"dilation", 1}, {"groups", 1}});
+  ExpectRejected(creator, &twice.fc, "given twice");
+  {
+    float k = 3.f;
+    Fields base = Valid(3, 1, 1, 1, 1);
+    base.fields[0] = PluginField("kernel_size", &k, PluginFieldType::kFLOAT32, 1);
+    ExpectRejected(creator, &base.fc, "must be an integer field");
+    base.fields[0] = PluginField("kernel_size", base.values.data(), PluginFieldType::kINT32, 2);
+    ExpectRejected(creator, &base.fc, "exactly one integer");
+  }
+  ExpectRejected(creator, nullptr, "no plugin fields");
+
+  // capabilities, clone, serialisation round trip
+  Expect(plugin->getCapabilityInterface(PluginCapabilityType::kCORE) == static_cast<IPluginV3OneCore*>(plugin.get()) &&
+             plugin->getCapabilityInterface(PluginCapabilityType::kBUILD) == static_cast<IPluginV3OneBuild*>(plugin.get()) &&
+             plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME) == static_cast<IPluginV3OneRuntime*>(plugin.get()),
+         "capability interfaces");
+  std::unique_ptr<InvolutionPlugin> copy(static_cast<InvolutionPlugin*>(plugin->clone()));
+  Expect(copy && copy.get() != plugin.get() && SameAttrs(copy->attrs(), plugin->attrs()), "clone");
+  const PluginFieldCollection* serialized = copy->getFieldsToSerialize();
+  copy.reset();  // the plugin made from the serialised fields must not depend on the original
+  std::vector<int32_t> bytes;
+  std::vector<PluginField> replay;
+  for (int i = 0; i < serialized->nbFields; ++i) bytes.push_back(*static_cast<const int32_t*>(plugin->getFieldsToSerialize()->fields[i].data));
+  for (int i = 0; i < serialized->nbFields; ++i)
+    replay.emplace_back(plugin->getFieldsToSerialize()->fields[i].name, &bytes[i], plugin->getFieldsToSerialize()->fields[i].type, 1);
+  PluginFieldCollection replay_fc{static_cast<int32_t>(replay.size()), replay.data()};
+  auto restored = Create(creator, &replay_fc, TensorRTPhase::kRUNTIME);
+  Expect(restored && SameAttrs(restored->attrs(), plugin->attrs()), "serialise -> deserialise round trip");
+  std::unique_ptr<IPluginV3> attached(plugin->attachToContext(nullptr));
+  Expect(attached != nullptr, "attachToContext gives a runtime clone");
+
+  // output shapes: symbolic N/H/W, stride 1 and 2, odd sizes, dilation
+  for (auto attrs : {InvolutionAttrs{7, 1, 3, 1, 4}, InvolutionAttrs{7, 2, 3, 1, 4}, InvolutionAttrs{3, 2, 1, 2, 2},
+                     InvolutionAttrs{5, 3, 0, 1, 1}}) {
+    InvolutionPlugin p(attrs);
+    Builder builder;
+    DimsExprs in[2];
+    in[0].nbDims = 4;
+    in[0].d[0] = builder.Make([](const Env& e) { return e.n; }, false);
+    in[0].d[1] = builder.constant(64);
+    in[0].d[2] = builder.Make([](const Env& e) { return e.h; }, false);
+    in[0].d[3] = builder.Make([](const Env& e) { return e.w; }, false);
+    in[1] = in[0];
+    DimsExprs out[1];
+    Expect(p.getOutputShapes(in, 2, nullptr, 0, out, 1, builder) == 0 && out[0].nbDims == 4, "getOutputShapes ok");
+    for (Env env : {Env{1, 224, 224}, Env{3, 225, 161}, Env{8, 57, 33}, Env{2, 7, 9}}) {
+      const auto* ho = static_cast<const Expr*>(out[0].d[2]);
+      const auto* wo = static_cast<const Expr*>(out[0].d[3]);
+      Expect(static_cast<const Expr*>(out[0].d[0])->Eval(env) == env.n && out[0].d[1]->getConstantValue() == 64 &&
+                 ho->Eval(env) == rednet::InvolutionOutputSize(env.h, attrs) &&
+                 wo->Eval(env) == rednet::InvolutionOutputSize(env.w, attrs),
+             "output shape at H=" + std::to_string(env.h) + " W=" + std::to_string(env.w) + " K=" +
+                 std::to_string(attrs.kernel_size) + " s=" + std::to_string(attrs.stride));
+    }
+  }
+
+  // formats and types
+  auto dyn = [](DataType t, TensorFormat f = TensorFormat::kLINEAR) {
+    DynamicPluginTensorDesc d{};
+    d.desc = Desc({-1, 64, -1, -1}, t, f);
+    return d;
+  };
+  DynamicPluginTensorDesc f32[3] = {dyn(DataType::kFLOAT), dyn(DataType::kFLOAT), dyn(DataType::kFLOAT)};
+  DynamicPluginTensorDesc f16[3] = {dyn(DataType::kHALF), dyn(DataType::kHALF), dyn(DataType::kHALF)};
+  DynamicPluginTensorDesc mixed[3] = {dyn(DataType::kFLOAT), dyn(DataType::kHALF), dyn(DataType::kFLOAT)};
+  DynamicPluginTensorDesc int8[3] = {dyn(DataType::kINT8), dyn(DataType::kINT8), dyn(DataType::kINT8)};
+  DynamicPluginTensorDesc chw4[3] = {dyn(DataType::kHALF, TensorFormat::kCHW4), dyn(DataType::kHALF), dyn(DataType::kHALF)};
+  for (int pos = 0; pos < 3; ++pos) {
+    Expect(plugin->supportsFormatCombination(pos, f32, 2, 1), "fp32 linear supported at " + std::to_string(pos));
+    Expect(plugin->supportsFormatCombination(pos, f16, 2, 1), "fp16 linear supported at " + std::to_string(pos));
+    Expect(!plugin->supportsFormatCombination(pos, int8, 2, 1), "int8 rejected at " + std::to_string(pos));
+  }
+  Expect(!plugin->supportsFormatCombination(1, mixed, 2, 1), "mixed fp32/fp16 rejected");
+  Expect(!plugin->supportsFormatCombination(0, chw4, 2, 1), "non-linear format rejected");
+  DataType out_type = DataType::kINT32;
+  DataType in_f16[2] = {DataType::kHALF, DataType::kHALF}, in_mixed[2] = {DataType::kFLOAT, DataType::kHALF};
+  Expect(plugin->getOutputDataTypes(&out_type, 1, in_f16, 2) == 0 && out_type == DataType::kHALF, "fp16 in -> fp16 out");
+  Expect(plugin->getOutputDataTypes(&out_type, 1, in_mixed, 2) != 0, "mixed input types rejected");
+  Expect(plugin->getNbOutputs() == 1 && plugin->getWorkspaceSize(f32, 2, f32 + 2, 1) == 0, "one output, no workspace");
+
+  // configure and runtime checks (K=7, s=2, p=3, G=4)
+  DynamicPluginTensorDesc conf[3] = {dyn(DataType::kFLOAT), dyn(DataType::kFLOAT), dyn(DataType::kFLOAT)};
+  conf[1].desc.dims.d[1] = 4 * 49;
+  Expect(plugin->configurePlugin(conf, 2, conf + 2, 1) == 0, "configure with dynamic N/H/W");
+  conf[0].desc.dims.d[1] = 30;
+  Expect(plugin->configurePlugin(conf, 2, conf + 2, 1) != 0 && g_finder.logger.last_error.find("C=30") != std::string::npos,
+         "configure rejects C not divisible by groups");
+  conf[0].desc.dims.d[1] = 64;
+  conf[1].desc.dims.d[1] = 50;
+  Expect(plugin->configurePlugin(conf, 2, conf + 2, 1) != 0, "configure rejects weight channels != G*K*K");
+  PluginTensorDesc rt[3] = {Desc({2, 64, 57, 41}, DataType::kFLOAT), Desc({2, 196, 29, 21}, DataType::kFLOAT),
+                            Desc({2, 64, 29, 21}, DataType::kFLOAT)};
+  Expect(plugin->onShapeChange(rt, 2, rt + 2, 1) == 0, "onShapeChange accepts contract shapes");
+  rt[1] = Desc({2, 196, 28, 21}, DataType::kFLOAT);
+  Expect(plugin->onShapeChange(rt, 2, rt + 2, 1) != 0 && g_finder.logger.last_error.find("(2, 196, 28, 21)") != std::string::npos,
+         "onShapeChange rejects a weight that breaks the shape rule");
+  void* none[2] = {nullptr, nullptr};
+  Expect(plugin->enqueue(rt, rt + 2, none, none, nullptr, nullptr) != 0, "enqueue refuses bad shapes before touching the GPU");
+
+  std::printf("involution_trt_plugin_test: %d checks, %d failures (TensorRT %d.%d headers)\n", checks, failures,
+              NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR);
+  return failures == 0 ? 0 : 1;
+}
