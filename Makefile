@@ -12,7 +12,7 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 TENSORRT_INCLUDE_DIR ?= $(firstword $(wildcard third_party/tensorrt/include) $(wildcard /usr/include/x86_64-linux-gnu/NvInfer.h))
 ORT_HEADERS_DIR := $(BUILD)/third_party/onnxruntime
 
-.PHONY: help setup test export plugins parity bench asan-test gpu-check clean
+.PHONY: help setup test export plugins engine parity bench asan-test gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, 
 	cmake --build $(BUILD)/plugins -j $(JOBS)
 	$(BUILD)/plugins/involution_cpu_sweep
 	@if [ -x $(BUILD)/plugins/involution_trt_plugin_test ]; then $(BUILD)/plugins/involution_trt_plugin_test; fi
+
+engine: $(VENV)/.installed  ## MODEL= [ONNX=] [PRECISION=] [MIN_BATCH=1 OPT_BATCH=8 MAX_BATCH=32] [OUT=]: TensorRT plan + sidecar
+	$(CLI) engine $(MODEL) --precision $(PRECISION) --min-batch $(or $(MIN_BATCH),1) --opt-batch $(or $(OPT_BATCH),8) \
+	  --max-batch $(or $(MAX_BATCH),32) $(if $(ONNX),--onnx $(ONNX)) $(if $(OUT),--out $(OUT))
 
 parity: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [PRECISION=] [ONNX=]: PyTorch vs every backend present, table + JSON
 	$(CLI) parity $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ONNX),--onnx $(ONNX))

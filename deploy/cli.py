@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
+
+from .errors import MissingBackend
+from .native import LibraryNotFound
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_MISSING_BACKEND = 0, 1, 2, 3
-
-
-class MissingBackend(RuntimeError):
-    """A backend or native library the command needs is not installed (exit code 3)."""
 
 
 def _log(msg: str) -> None:
@@ -47,10 +47,24 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pathlib import Path
-
     from .bench import cpu
     cpu.run(Path(args.out), threads=args.threads, repeats=args.repeats, progress=_log)
+    return EXIT_OK
+
+
+def cmd_engine(args) -> int:
+    from export import ExportOptions, default_output_path
+
+    from .tensorrt_backend import build_engine, require_tensorrt
+    onnx_path = Path(args.onnx or default_output_path(ExportOptions(args.model, precision=args.precision)))
+    require_tensorrt()  # before anything else: the one-line "not installed" answer
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{onnx_path} does not exist: run `make export MODEL={args.model} "
+                                f"PRECISION={args.precision}` first or pass --onnx")
+    out = args.out or f"artifacts/{args.model}.{args.precision}.plan"
+    build_engine(onnx_path, out, precision=args.precision, min_batch=args.min_batch, opt_batch=args.opt_batch,
+                 max_batch=args.max_batch, size=tuple(args.size), weakly_typed_fp16=args.weakly_typed_fp16,
+                 timing_cache=args.timing_cache, progress=_log)
     return EXIT_OK
 
 
@@ -127,6 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (default 10)")
     p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "engine", help="build a TensorRT engine from the exported ONNX with our plugin (+ sidecar JSON)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Load librednet_trt_plugin.so, parse the ONNX (plugin override on, so rednet::Involution runs on our
+            plugin, not its function body), build one optimisation profile from the batch bounds (and --size when
+            H/W are dynamic) and write the plan plus <plan>.json: TensorRT version, GPU, plugin and ONNX sha256,
+            precision, profile. Loading a plan later checks that sidecar.
+
+            fp16: export with --precision fp16 and build from that file (strongly typed; TensorRT 11 has no
+            weak typing). On TensorRT 10.x, --weakly-typed-fp16 lets the builder pick fp16 for an fp32 file."""))
+    p.add_argument("model", help="registered model name (names the default ONNX and output paths)")
+    p.add_argument("--onnx", help="ONNX file (default artifacts/<model>[.fp16].onnx)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--min-batch", type=int, default=1)
+    p.add_argument("--opt-batch", type=int, default=8)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--size", type=int, nargs=3, default=[224, 224, 224], metavar=("MIN", "OPT", "MAX"),
+                   help="H=W bounds when the ONNX has dynamic H/W (default 224 224 224)")
+    p.add_argument("--out", help="plan path (default artifacts/<model>.<precision>.plan)")
+    p.add_argument("--timing-cache", default="artifacts/timing.cache", help="persistent timing cache file")
+    p.add_argument("--weakly-typed-fp16", action="store_true", help="TensorRT 10.x only: fp16 from an fp32 file")
+    p.set_defaults(func=cmd_engine)
     return parser
 
 
@@ -134,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except MissingBackend as e:
+    except (MissingBackend, LibraryNotFound) as e:
         _log(f"error: {e}")
         return EXIT_MISSING_BACKEND
     except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError

@@ -5,7 +5,6 @@ agree on top-1 for >= 99 % of samples with cosine similarity >= 0.999 for every 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import tempfile
 import time
@@ -20,6 +19,7 @@ import rednet
 
 from .backends import Backend, OnnxRuntimeBackend, TorchBackend
 from .native import find_library
+from .tensorrt_backend import TensorRTBackend, unavailable_reason
 
 TOLERANCES = {
     "fp32": {"max_rel": 1e-4},
@@ -104,15 +104,6 @@ class ParityReport:
         return {**asdict(self), "passed": self.passed, "summary": self.summary()}
 
 
-def _tensorrt_ready() -> str | None:
-    """None when the tensorrt backend can run here, else why not."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU"
-    return None
-
-
 def parity_backends(onnx_path: Path, precision: str, engine: Path | None = None
                     ) -> tuple[list[Backend], dict[str, str]]:
     """Every backend present: ONNX Runtime with our library, ONNX Runtime function bodies, TensorRT."""
@@ -122,9 +113,8 @@ def parity_backends(onnx_path: Path, precision: str, engine: Path | None = None
         backends.insert(0, OnnxRuntimeBackend(onnx_path, custom_ops=True))
     else:
         skipped["onnxruntime"] = "librednet_ort_ops.so is not built (make plugins)"
-    why_not = _tensorrt_ready()
+    why_not = unavailable_reason()
     if why_not is None:
-        from .tensorrt_backend import TensorRTBackend
         backends.append(TensorRTBackend.from_onnx(onnx_path, precision=precision, engine=engine))
     else:
         skipped["tensorrt"] = why_not

@@ -11,6 +11,7 @@ model: RedNet-50 vs ResNet-50 (and RedNet-50 through function bodies, the naive 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +21,9 @@ import torch
 import rednet
 from export import ExportOptions, to_onnx
 
+from ..backends import OnnxRuntimeBackend
 from ..ort_session import create_session
+from ..tensorrt_backend import TensorRTBackend, unavailable_reason
 from .timing import machine_info, measure
 
 
@@ -98,14 +101,26 @@ def gemm_gmac_per_s(threads: int, repeats: int) -> float:
 
 
 def bench_models(threads: int, batches: tuple[int, ...], repeats: int, progress: Callable[[str], None]) -> list[dict]:
-    runs = [("resnet50", True), ("rednet50", True), ("rednet50", False)]
+    """ONNX Runtime CPU rows always; TensorRT rows (GPU, fp16 engines) when TensorRT and a GPU are present."""
+    runs: list[tuple[str, Callable]] = []
+    for name in ("resnet50", "rednet50"):
+        proto = to_onnx(ExportOptions(name))
+        runs.append((name, OnnxRuntimeBackend(proto, intra_op_threads=threads)))
+        if name == "rednet50":
+            runs.append((f"{name} (function body)", OnnxRuntimeBackend(proto, custom_ops=False, intra_op_threads=threads)))
+    if unavailable_reason() is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("resnet50", "rednet50"):
+                path = Path(tmp) / f"{name}.fp16.onnx"
+                path.write_bytes(to_onnx(ExportOptions(name, precision="fp16")).SerializeToString())
+                runs.append((f"{name} (tensorrt fp16)", TensorRTBackend.from_onnx(path, precision="fp16")))
+    else:
+        progress(f"  tensorrt rows skipped: {unavailable_reason()}")
     rows = []
-    for name, custom_ops in runs:
-        session = create_session(to_onnx(ExportOptions(name)), custom_ops=custom_ops, intra_op_threads=threads)
-        label = name if custom_ops else f"{name} (function body)"
+    for label, backend in runs:
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-            t = measure(lambda: session.run(None, {"input": x}), repeats)
+            t = measure(lambda: backend(x), repeats)
             rows.append({"model": label, "batch": batch, **t})
             progress(f"  {label:28s} batch {batch}: median {t['median_ms']:.1f} ms over {t['runs']} runs")
     return rows
@@ -115,8 +130,10 @@ def ratios(models: list[dict]) -> dict:
     by = {(r["model"], r["batch"]): r["median_ms"] for r in models}
     out = {}
     for (model, batch), ms in by.items():
-        if model.startswith("rednet50") and ("resnet50", batch) in by:
-            out[f"{model} / resnet50, batch {batch}"] = ms / by[("resnet50", batch)]
+        if model.startswith("rednet50"):
+            baseline = model.replace("rednet50", "resnet50").replace(" (function body)", "")
+            if (baseline, batch) in by:
+                out[f"{model} / {baseline}, batch {batch}"] = ms / by[(baseline, batch)]
     return out
 
 
