@@ -12,7 +12,7 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 TENSORRT_INCLUDE_DIR ?= $(firstword $(wildcard third_party/tensorrt/include) $(wildcard /usr/include/x86_64-linux-gnu/NvInfer.h))
 ORT_HEADERS_DIR := $(BUILD)/third_party/onnxruntime
 
-.PHONY: help setup test export plugins engine parity bench asan-test gpu-check clean
+.PHONY: help setup test export plugins engine parity bench bench-serve serve triton-repo asan-test gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,17 @@ parity: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [PRECISION=] [ONNX=]: PyTorc
 
 bench: $(VENV)/.installed  ## [THREADS=2]: op + model benchmarks on ONNX Runtime CPU -> bench/results/ort_cpu.{json,png}
 	$(CLI) bench --threads $(or $(THREADS),2)
+
+serve: $(VENV)/.installed  ## MODEL= [BACKEND=onnxruntime|tensorrt] [PORT=8000] [MAX_BATCH=] [MAX_DELAY_MS=] [HOST=] [TOKEN=]
+	$(CLI) serve $(MODEL) --backend $(or $(BACKEND),onnxruntime) --port $(or $(PORT),8000) \
+	  $(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_DELAY_MS),--max-delay-ms $(MAX_DELAY_MS)) \
+	  $(if $(HOST),--host $(HOST)) $(if $(TOKEN),--token $(TOKEN)) $(if $(ONNX),--onnx $(ONNX)) $(if $(ENGINE),--engine $(ENGINE))
+
+triton-repo: $(VENV)/.installed  ## MODEL= ENGINE= [ONNX=] [OUT=artifacts/triton]: Triton model repository on an engine
+	$(CLI) triton-repo $(MODEL) --engine $(ENGINE) $(if $(ONNX),--onnx $(ONNX)) $(if $(OUT),--out $(OUT))
+
+bench-serve: $(VENV)/.installed  ## [THREADS=2]: service throughput/latency vs concurrency, batching on/off -> bench/results/serve_cpu.{json,png}
+	$(CLI) bench serve --threads $(or $(THREADS),2)
 
 asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ sweep and the ONNX Runtime op sweep
 	@mkdir -p $(BUILD); ort_root=$$(plugins/cmake/fetch_onnxruntime_headers.sh $(ORT_HEADERS_DIR)); \

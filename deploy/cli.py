@@ -47,8 +47,11 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import cpu
-    cpu.run(Path(args.out), threads=args.threads, repeats=args.repeats, progress=_log)
+    from .bench import cpu, serve
+    if args.target == "serve":
+        serve.run(Path(args.out), model=args.model, threads=args.threads, progress=_log)
+    else:
+        cpu.run(Path(args.out), threads=args.threads, repeats=args.repeats, progress=_log)
     return EXIT_OK
 
 
@@ -66,6 +69,40 @@ def cmd_engine(args) -> int:
                  max_batch=args.max_batch, size=tuple(args.size), weakly_typed_fp16=args.weakly_typed_fp16,
                  timing_cache=args.timing_cache, progress=_log)
     return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    import logging
+
+    import uvicorn
+
+    from .serve.app import ServeConfig, create_app
+    config = ServeConfig(model=args.model, backend=args.backend, onnx=args.onnx, engine=args.engine, host=args.host,
+                         port=args.port, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                         max_queue=args.max_queue, timeout_ms=args.timeout_ms,
+                         max_body_bytes=int(args.max_body_mb * (1 << 20)), token=args.token, threads=args.threads,
+                         labels=args.labels)
+    if not config.onnx_path.is_file():
+        raise FileNotFoundError(f"{config.onnx_path} does not exist: run `make export MODEL={args.model}` first "
+                                f"or pass --onnx")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
+                timeout_graceful_shutdown=args.grace_s, access_log=False)
+    return EXIT_OK
+
+
+def cmd_triton_repo(args) -> int:
+    from .triton_repo import write_repository
+    out = write_repository(args.model, args.engine, args.out, onnx_path=args.onnx, max_batch=args.max_batch)
+    _log(f"wrote Triton repository {out} (start it with {out}/launch.sh)")
+    return EXIT_OK
+
+
+def _env(name: str, default, cast=str):
+    """Service settings: flag, else REDNET_SERVE_<NAME> from the environment, else the default."""
+    import os
+    value = os.environ.get(f"REDNET_SERVE_{name.upper()}")
+    return default if value is None else cast(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
             op:    RedNet-50's involution shapes: our kernel vs the PyTorch op vs the function body, effective GB/s
                    next to a copy of the same bytes, and GMAC/s next to an fp32 GEMM (same run, same threads)
             model: RedNet-50 vs ResNet-50 (and RedNet-50 through function bodies), batch 1 and 8,
-                   median of >= 10 runs after warm-up; prints the latency ratios"""))
+                   median of >= 10 runs after warm-up; prints the latency ratios
+            serve: the HTTP service: throughput and p50/p99 latency vs concurrency 1..64, batching on vs off"""))
+    p.add_argument("target", nargs="?", choices=["runtime", "serve"], default="runtime",
+                   help="runtime: op + model benchmarks (default); serve: the service")
+    p.add_argument("--model", default="rednet50", help="model of the serve benchmark (default rednet50)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (default 10)")
     p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
@@ -165,6 +206,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", default="artifacts/timing.cache", help="persistent timing cache file")
     p.add_argument("--weakly-typed-fp16", action="store_true", help="TensorRT 10.x only: fp16 from an fp32 file")
     p.set_defaults(func=cmd_engine)
+
+    p = sub.add_parser(
+        "serve", help="HTTP inference service (KServe v2 / Open Inference Protocol, tritonclient-compatible)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Routes: /v2/health/live, /v2/health/ready, /v2/models/<model>[/ready], POST /v2/models/<model>/infer
+            (JSON tensors or the binary-tensor extension), POST /v2/models/<model>/classify (JPEG/PNG in, top-k
+            out), /metrics (Prometheus). Concurrent requests are batched up to --max-batch samples or
+            --max-delay-ms; a full queue answers 503 with Retry-After. Every setting can also come from the
+            environment as REDNET_SERVE_<SETTING> (e.g. REDNET_SERVE_TOKEN, REDNET_SERVE_PORT)."""))
+    p.add_argument("model", help="registered model name")
+    p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default=_env("backend", "onnxruntime"))
+    p.add_argument("--onnx", default=_env("onnx", None), help="exported model (default artifacts/<model>.onnx)")
+    p.add_argument("--engine", default=_env("engine", None), help="TensorRT plan (default artifacts/<model>.fp32.plan)")
+    p.add_argument("--host", default=_env("host", "127.0.0.1"), help="bind address (default 127.0.0.1: local only)")
+    p.add_argument("--port", type=int, default=_env("port", 8000, int))
+    p.add_argument("--max-batch", type=int, default=_env("max_batch", 8, int), help="samples per backend call (1 = no batching)")
+    p.add_argument("--max-delay-ms", type=float, default=_env("max_delay_ms", 5.0, float), help="wait for a fuller batch")
+    p.add_argument("--max-queue", type=int, default=_env("max_queue", 256, int), help="queued requests before 503")
+    p.add_argument("--timeout-ms", type=float, default=_env("timeout_ms", 30000.0, float), help="per-request timeout")
+    p.add_argument("--max-body-mb", type=float, default=_env("max_body_mb", 64.0, float), help="request body limit")
+    p.add_argument("--token", default=_env("token", None), help="require 'Authorization: Bearer <token>' (not on health)")
+    p.add_argument("--threads", type=int, default=_env("threads", None, int), help="ONNX Runtime intra-op threads")
+    p.add_argument("--labels", default=_env("labels", None), help="class names, one per line, for /classify")
+    p.add_argument("--grace-s", type=float, default=_env("grace_s", 30.0, float), help="graceful shutdown limit")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("triton-repo", help="write a Triton model repository around an existing engine",
+                       description="config.pbtxt (tensorrt_plan, dynamic batching, max_batch_size within the engine "
+                                   "profile) + plan + plugin + launch.sh; with --onnx also an onnxruntime_onnx "
+                                   "variant using our op library. Configs are validated with Triton's ModelConfig "
+                                   "protobuf.")
+    p.add_argument("model")
+    p.add_argument("--engine", required=True, help="plan built by `make engine` (its sidecar gives the profile)")
+    p.add_argument("--onnx", help="also write an onnxruntime_onnx variant of this file")
+    p.add_argument("--out", default="artifacts/triton", help="repository folder (default artifacts/triton)")
+    p.add_argument("--max-batch", type=int, help="max_batch_size (default: the engine profile's max batch)")
+    p.set_defaults(func=cmd_triton_repo)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The inference service: KServe v2 / Open Inference Protocol over HTTP with dynamic batching."""
