@@ -6,7 +6,6 @@ discovery, error paths — is in plain functions testable without TensorRT; the 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 import onnx
+
+from rednet.checkpoint import file_sha256 as sha256
 
 from .errors import MissingBackend
 from .native import find_library
@@ -42,14 +43,6 @@ def require_tensorrt():
     except ImportError:
         raise MissingBackend(INSTALL_HINT) from None
     return tensorrt
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---- optimisation profile --------------------------------------------------------------------------------------
