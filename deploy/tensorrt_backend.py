@@ -57,6 +57,11 @@ class Profile:
     def contains(self, shape: tuple[int, ...]) -> bool:
         return len(shape) == len(self.min) and all(lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max))
 
+    def check(self, shape: tuple[int, ...]) -> None:
+        if not self.contains(shape):
+            raise ValueError(f"input shape {shape} is outside the engine's profile min {self.min} .. max {self.max}; "
+                             f"rebuild the engine with other MIN_BATCH/MAX_BATCH (or sizes)")
+
 
 def onnx_input_dims(onnx_path: str | Path) -> list[int | str]:
     """The dims of the model's first input: ints where static, names where dynamic."""
@@ -253,9 +258,7 @@ class TensorRTBackend:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         shape = tuple(batch.shape)
-        if not self.profile.contains(shape):
-            raise ValueError(f"input shape {shape} is outside the engine's profile min {self.profile.min} .. "
-                             f"max {self.profile.max}; rebuild with other MIN_BATCH/MAX_BATCH")
+        self.profile.check(shape)
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=self.input_dtype)).cuda()
         self.context.set_input_shape(self.inputs[0], shape)
         self.context.set_tensor_address(self.inputs[0], x.data_ptr())

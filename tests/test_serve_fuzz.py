@@ -67,6 +67,30 @@ def test_raw_bytes_never_fail_the_server(client, raw):
     _check(client.post("/v2/models/rednet26/classify", content=raw))
 
 
+def test_not_ready_until_loaded_and_warmed(tmp_path, monkeypatch):
+    import threading
+
+    from deploy.serve import app as app_module
+    release = threading.Event()
+    original = app_module.ModelService.load
+
+    def slow_load(self):
+        release.wait(30)
+        original(self)
+    monkeypatch.setattr(app_module.ModelService, "load", slow_load)
+    path = export(ExportOptions("rednet26", input_size=SIZE), tmp_path / "m.onnx")
+    with TestClient(create_app(ServeConfig("rednet26", onnx=str(path), threads=1))) as c:
+        assert c.get("/v2/health/live").status_code == 200
+        assert c.get("/v2/health/ready").status_code == 503
+        r = c.post("/v2/models/rednet26/infer", content=b"{}")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "not ready" in r.json()["error"]
+        release.set()
+        deadline = time.time() + 60
+        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        assert c.get("/v2/models/rednet26/ready").json() == {"name": "rednet26", "ready": True}
+
+
 def test_still_serving_after_the_fuzz(client):
     x = np.zeros((1, 3, SIZE, SIZE), np.float32)
     r = client.post("/v2/models/rednet26/infer", json={"inputs": [{"name": "input", "datatype": "FP32",

@@ -34,6 +34,9 @@ def test_profile_contains():
     p = Profile((1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224))
     assert p.contains((1, 3, 224, 224)) and p.contains((32, 3, 224, 224))
     assert not p.contains((33, 3, 224, 224)) and not p.contains((4, 3, 225, 224)) and not p.contains((4, 3, 224))
+    p.check((8, 3, 224, 224))
+    with pytest.raises(ValueError, match=r"input shape \(33, 3, 224, 224\) is outside the engine's profile"):
+        p.check((33, 3, 224, 224))
 
 
 def test_input_dims_of_exported_files(tmp_path):
