@@ -1,5 +1,5 @@
-// CPU involution. Per work item (n, g, ho): for each block of 8 channels of the group the K input rows are
-// staged zero-padded and split into `stride` phases, so every kernel tap reads a contiguous, in-bounds span
+// CPU involution. Per work item (n, g, a tile of output rows): for each block of 8 channels of the group the
+// input rows the tile reads are staged once, zero-padded and split into `stride` phases, so every kernel tap reads a contiguous, in-bounds span
 // whatever the stride, padding or dilation. The inner loop keeps 8 channels × 8 columns of accumulators in
 // vector registers and does one multiply-add per tap and channel, each tap's weight vector loaded once and
 // shared by the block (the involution kernel is shared across the group's channels). fp32 weight rows are read
@@ -39,81 +39,91 @@ __attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* 
   const int64_t out_w_pad = (s.out_w + kVec - 1) / kVec * kVec;
   const int64_t phase_len = out_w_pad + (K - 1) * dil / stride + 1;  // staged entries per phase
   const int64_t row_len = stride * phase_len;                         // one staged input row, all phases
+  const int64_t tiles = InvolutionCpuRowTiles(s);
+  const int64_t span = (kRowsPerItem - 1) * stride + (K - 1) * dil + 1;  // input rows one item reads
   // Columns [0, direct_end) of fp32 weight rows are loaded straight from the tensor.
   const int64_t direct_end = std::is_same_v<T, float> ? s.out_w / kVec * kVec : 0;
   thread_local std::vector<float> staging;
-  const size_t need = static_cast<size_t>(K * K * out_w_pad + K * kBlockC * row_len);
+  const size_t need = static_cast<size_t>(kRowsPerItem * K * K * out_w_pad + span * kBlockC * row_len);
   if (staging.size() < need) staging.resize(need);
-  float* taps = staging.data();            // [K*K][out_w_pad]
-  float* rows = taps + K * K * out_w_pad;  // [K][kBlockC][stride][phase_len]
+  float* taps = staging.data();                           // [kRowsPerItem][K*K][out_w_pad]
+  float* rows = taps + kRowsPerItem * K * K * out_w_pad;  // [span][kBlockC][stride][phase_len]
   // Tap kw reads padded column stride * (t + q) + r with q, r = divmod(kw * dilation, stride): phase r, entry t + q.
   int64_t tap_offset[256];  // kernel_size <= 255 by the contract
   for (int64_t kw = 0; kw < K; ++kw) tap_offset[kw] = (kw * dil % stride) * phase_len + kw * dil / stride;
 
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t ho = item % s.out_h, ng = item / s.out_h, g = ng % G, n = ng / G;
-    const T* w_item = weight + (n * G + g) * K * K * hw_out + ho * s.out_w;
-    for (int64_t k = 0; k < K * K; ++k) {
-      float* dst = taps + k * out_w_pad;
-      const T* src = w_item + k * hw_out;
-      for (int64_t t = direct_end; t < s.out_w; ++t) dst[t] = Load(src[t]);
-      std::fill(dst + s.out_w, dst + out_w_pad, 0.0f);
-    }
+    const int64_t tile = item % tiles, ng = item / tiles, g = ng % G, n = ng / G;
+    const int64_t ho0 = tile * kRowsPerItem, rows_here = std::min(kRowsPerItem, s.out_h - ho0);
+    const int64_t hi0 = ho0 * stride - a.padding;  // input row of staged row 0
+    const T* w_group = weight + (n * G + g) * K * K * hw_out;
+    for (int64_t r = 0; r < rows_here; ++r)
+      for (int64_t k = 0; k < K * K; ++k) {
+        float* dst = taps + (r * K * K + k) * out_w_pad;
+        const T* src = w_group + k * hw_out + (ho0 + r) * s.out_w;
+        for (int64_t t = direct_end; t < s.out_w; ++t) dst[t] = Load(src[t]);
+        std::fill(dst + s.out_w, dst + out_w_pad, 0.0f);
+      }
     for (int64_t c0 = 0; c0 < Cg; c0 += kBlockC) {
       const int64_t block = std::min(kBlockC, Cg - c0);
       const T* x_block = x + (n * s.c + g * Cg + c0) * hw_in;
-      for (int64_t kh = 0; kh < K; ++kh) {
-        const int64_t hi = ho * stride + kh * dil - a.padding;
+      // Stage every input row the item reads once, shared by its output rows.
+      for (int64_t j = 0; j < span; ++j) {
+        const int64_t hi = hi0 + j;
         if (hi < 0 || hi >= s.h) continue;
         for (int64_t cb = 0; cb < kBlockC; ++cb) {
-          float* dst = rows + (kh * kBlockC + cb) * row_len;
+          float* dst = rows + (j * kBlockC + cb) * row_len;
           if (cb >= block) {  // channels past the group's end: zeros, never stored
             std::fill(dst, dst + row_len, 0.0f);
             continue;
           }
           const T* src = x_block + cb * hw_in + hi * s.w;
           for (int64_t ph = 0; ph < stride; ++ph) {
-            // entry j holds input column j * stride + ph - padding; zero outside [0, W)
+            // entry e holds input column e * stride + ph - padding; zero outside [0, W)
             float* phase = dst + ph * phase_len;
             const int64_t first = ph - a.padding;
-            const int64_t j_lo = std::min(phase_len, first >= 0 ? 0 : (-first + stride - 1) / stride);
-            const int64_t j_hi =
-                std::max(j_lo, std::min(phase_len, s.w - 1 - first < 0 ? 0 : (s.w - 1 - first) / stride + 1));
-            std::fill(phase, phase + j_lo, 0.0f);
+            const int64_t e_lo = std::min(phase_len, first >= 0 ? 0 : (-first + stride - 1) / stride);
+            const int64_t e_hi =
+                std::max(e_lo, std::min(phase_len, s.w - 1 - first < 0 ? 0 : (s.w - 1 - first) / stride + 1));
+            std::fill(phase, phase + e_lo, 0.0f);
             if constexpr (std::is_same_v<T, float>) {
               if (stride == 1) {
-                std::memcpy(phase + j_lo, src + j_lo + first, (j_hi - j_lo) * sizeof(float));
+                std::memcpy(phase + e_lo, src + e_lo + first, (e_hi - e_lo) * sizeof(float));
               } else {
-                for (int64_t j = j_lo; j < j_hi; ++j) phase[j] = src[j * stride + first];
+                for (int64_t e = e_lo; e < e_hi; ++e) phase[e] = src[e * stride + first];
               }
             } else {
-              for (int64_t j = j_lo; j < j_hi; ++j) phase[j] = Load(src[j * stride + first]);
+              for (int64_t e = e_lo; e < e_hi; ++e) phase[e] = Load(src[e * stride + first]);
             }
-            std::fill(phase + j_hi, phase + phase_len, 0.0f);
+            std::fill(phase + e_hi, phase + phase_len, 0.0f);
           }
         }
       }
-      for (int64_t t0 = 0; t0 < out_w_pad; t0 += kVec) {
-        Vec acc[kBlockC] = {};
-        for (int64_t kh = 0; kh < K; ++kh) {
-          const int64_t hi = ho * stride + kh * dil - a.padding;
-          if (hi < 0 || hi >= s.h) continue;
-          const float* rows_kh = rows + kh * kBlockC * row_len + t0;
-          for (int64_t kw = 0; kw < K; ++kw) {
-            const int64_t k = kh * K + kw;
-            const Vec tap = t0 < direct_end ? LoadVec(reinterpret_cast<const float*>(w_item + k * hw_out) + t0)
-                                            : LoadVec(taps + k * out_w_pad + t0);
-            const float* in = rows_kh + tap_offset[kw];
+      for (int64_t r = 0; r < rows_here; ++r) {
+        const int64_t ho = ho0 + r;
+        const T* w_row = w_group + ho * s.out_w;
+        for (int64_t t0 = 0; t0 < out_w_pad; t0 += kVec) {
+          Vec acc[kBlockC] = {};
+          for (int64_t kh = 0; kh < K; ++kh) {
+            const int64_t j = r * stride + kh * dil;
+            if (hi0 + j < 0 || hi0 + j >= s.h) continue;
+            const float* rows_kh = rows + j * kBlockC * row_len + t0;
+            for (int64_t kw = 0; kw < K; ++kw) {
+              const int64_t k = kh * K + kw;
+              const Vec tap = t0 < direct_end ? LoadVec(reinterpret_cast<const float*>(w_row + k * hw_out) + t0)
+                                              : LoadVec(taps + (r * K * K + k) * out_w_pad + t0);
+              const float* in = rows_kh + tap_offset[kw];
 #pragma GCC unroll 8
-            for (int64_t cb = 0; cb < kBlockC; ++cb) acc[cb] += tap * LoadVec(in + cb * row_len);
+              for (int64_t cb = 0; cb < kBlockC; ++cb) acc[cb] += tap * LoadVec(in + cb * row_len);
+            }
           }
-        }
-        const int64_t count = std::min(kVec, s.out_w - t0);
-        for (int64_t cb = 0; cb < block; ++cb) {
-          T* dst = y + ((n * s.c + g * Cg + c0 + cb) * s.out_h + ho) * s.out_w + t0;
-          float lanes[kVec];
-          std::memcpy(lanes, &acc[cb], sizeof lanes);
-          for (int64_t t = 0; t < count; ++t) Store(dst + t, lanes[t]);
+          const int64_t count = std::min(kVec, s.out_w - t0);
+          for (int64_t cb = 0; cb < block; ++cb) {
+            T* dst = y + ((n * s.c + g * Cg + c0 + cb) * s.out_h + ho) * s.out_w + t0;
+            float lanes[kVec];
+            std::memcpy(lanes, &acc[cb], sizeof lanes);
+            for (int64_t t = 0; t < count; ++t) Store(dst + t, lanes[t]);
+          }
         }
       }
     }

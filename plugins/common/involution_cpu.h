@@ -1,5 +1,5 @@
 // The CPU involution kernel shared by the ONNX Runtime op and the C++ tests. The work is split into independent
-// items (n, group, output row); callers run ranges of items on their own thread pool.
+// items (n, group, tile of kRowsPerItem output rows); callers run ranges of items on their own thread pool.
 #pragma once
 
 #include <cstdint>
@@ -8,8 +8,13 @@
 
 namespace rednet {
 
+// Output rows per work item: their input rows are staged once and shared (K·stride overlap between rows).
+inline constexpr int64_t kRowsPerItem = 4;
+
+inline int64_t InvolutionCpuRowTiles(const InvolutionShape& s) { return (s.out_h + kRowsPerItem - 1) / kRowsPerItem; }
+
 inline int64_t InvolutionCpuWorkItems(const InvolutionAttrs& a, const InvolutionShape& s) {
-  return s.n * a.groups * s.out_h;
+  return s.n * a.groups * InvolutionCpuRowTiles(s);
 }
 
 // Items [begin, end) of the contract's computation; fp32 accumulation for both types.
