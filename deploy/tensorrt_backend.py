@@ -7,8 +7,6 @@ discovery, error paths — is in plain functions testable without TensorRT; the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import onnx
 
 from rednet.checkpoint import file_sha256 as sha256
+from rednet.fileio import atomic_write
 
 from .errors import MissingBackend
 from .native import find_library
@@ -138,14 +137,6 @@ def load_sidecar(engine: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 # ---- build -----------------------------------------------------------------------------------------------------
 
 def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp32", min_batch: int = 1,
@@ -192,9 +183,10 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp32"
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT failed to build the engine (see the log above)")
-    _write_atomically(out, bytes(serialized))
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
     if cache_path:
-        _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
+        cache = bytes(config.get_timing_cache().serialize())
+        atomic_write(cache_path, lambda tmp: Path(tmp).write_bytes(cache))
     sidecar = make_sidecar(environment, plugin_library, onnx_path, precision, profile, strongly_typed)
     sidecar_path(out).write_text(json.dumps(sidecar, indent=2))
     progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {sidecar_path(out)}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import onnx
 import torch
 
 import rednet
+from rednet.fileio import atomic_write
 from rednet.ops import load_spec
 
 from .involution_onnx import DOMAIN, VERSION, Involution, TRANSLATIONS
@@ -85,19 +84,6 @@ def _metadata(model: torch.nn.Module, options: ExportOptions) -> dict[str, str]:
     }
 
 
-def _save_atomically(model: onnx.ModelProto, out: Path) -> None:
-    """Write next to the target and rename, so a reader never sees a half-written file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def to_onnx(options: ExportOptions, progress: Callable[[str], None] = lambda msg: None,
             model: torch.nn.Module | None = None) -> onnx.ModelProto:
     """Export a registered model to an ONNX ModelProto (checked, with metadata).
@@ -138,7 +124,7 @@ def export(options: ExportOptions, out: str | Path | None = None,
            progress: Callable[[str], None] = lambda msg: None) -> Path:
     out = Path(out) if out else default_output_path(options)
     proto = to_onnx(options, progress)
-    _save_atomically(proto, out)
+    atomic_write(out, lambda tmp: onnx.save(proto, tmp))
     progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return out
 

@@ -193,6 +193,9 @@ def test_cli_export_replaces_atomically_and_reports_errors(tmp_path, monkeypatch
 
     assert cli(["export", "rednet26", "--input-size", "64", "--out", str(out)]) == 0
     assert count_involutions(onnx.load(out)) == 9
+    umask = __import__("os").umask(0)
+    __import__("os").umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # ordinary permissions, not mkstemp's 0600
 
     assert cli(["export", "rednet51", "--out", str(out)]) == 2
     assert "available: rednet26" in capsys.readouterr().err
