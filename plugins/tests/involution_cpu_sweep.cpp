@@ -1,6 +1,7 @@
-// The CPU kernel against a direct double-precision evaluation of the contract over an attribute sweep
-// (incl. tiles wider than one column tile, groups wider than one channel block, K above one staging chunk),
-// plus every contract rejection. Exit code 0 only when all pass; built with sanitizers by `make asan-test`.
+// The CPU kernel, and the CUDA kernel's per-pixel body built for the host, against a direct double-precision
+// evaluation of the contract over an attribute sweep (incl. rows wider than several vectors, groups wider than
+// one channel block, ragged row tiles), plus every contract rejection. Exit code 0 only when all pass; built
+// with sanitizers by `make asan-test`.
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -10,6 +11,7 @@
 #include "half.h"
 #include "involution_contract.h"
 #include "involution_cpu.h"
+#include "involution_cuda_pixel.h"
 #include "reference.h"
 
 using rednet::InvolutionAttrs;
@@ -50,6 +52,17 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   double err32 = 0;
   for (size_t i = 0; i < y.size(); ++i) err32 = std::max(err32, std::abs(y[i] - ref[i]) / scale);
   Expect(err32 <= 1e-5, name + " fp32 max rel error " + std::to_string(err32));
+
+  // the CUDA kernel's body, one "thread" per output pixel of a group
+  const rednet::InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
+                                   s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation)};
+  std::vector<float> y_cuda(y.size(), std::nanf(""));
+  for (int64_t idx = 0; idx < p.total; ++idx)
+    rednet::InvolutionPixel(x.data(), weight.data(), y_cuda.data(), p, idx, [](const float* v) { return *v; },
+                            [](float* dst, float v) { *dst = v; });
+  double err_cuda = 0;
+  for (size_t i = 0; i < y.size(); ++i) err_cuda = std::max(err_cuda, std::abs(y_cuda[i] - ref[i]) / scale);
+  Expect(err_cuda <= 1e-5, name + " CUDA kernel body (host build) max rel error " + std::to_string(err_cuda));
 
   std::vector<uint16_t> xh(x.size()), wh(weight.size()), yh(y.size());
   for (size_t i = 0; i < x.size(); ++i) xh[i] = rednet::FloatToHalf(x[i]);
@@ -109,6 +122,7 @@ int main() {
   const int64_t x_neg[4] = {1, 32, -3, 9};
   ExpectRejected(x_neg, 4, w_ok, 4, {3, 1, 1, 1, 2}, "negative");
 
-  std::printf("involution_cpu_sweep: %d cases + 12 rejections, %d failures\n", cases, failures);
+  std::printf("involution_cpu_sweep: %d cases (CPU kernel fp32/fp16, CUDA kernel body) + 12 rejections, %d failures\n",
+              cases, failures);
   return failures == 0 ? 0 : 1;
 }

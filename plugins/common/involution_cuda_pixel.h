@@ -1,0 +1,69 @@
+// The per-pixel body of the CUDA involution kernel, compiled for the device by involution_cuda.cu and for the
+// host by the C++ tests, so its indexing is checked against the reference on machines without a GPU.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define REDNET_HD __host__ __device__ __forceinline__
+#else
+#define REDNET_HD inline
+#endif
+#if defined(__CUDA_ARCH__)  // the device pass only: host compilers do not know the pragma
+#define REDNET_UNROLL _Pragma("unroll")
+#else
+#define REDNET_UNROLL
+#endif
+
+namespace rednet {
+
+constexpr int kChannelBlock = 16;  // RedNet's group width: one block covers a whole group
+
+struct InvolutionParams {
+  int64_t total;  // N * G * Ho * Wo output pixels
+  int64_t c, h, w, out_h, out_w, groups, group_channels;
+  int kernel_size, stride, padding, dilation;
+};
+
+// Output pixel `idx` (n, g, ho, wo) for every channel of group g. Each kernel tap's weight is read once and
+// applied to a block of the group's channels held in registers. `load(ptr)` reads one element as float,
+// `store(ptr, v)` writes one.
+template <typename T, typename Load, typename Store>
+REDNET_HD void InvolutionPixel(const T* x, const T* weight, T* y, const InvolutionParams& p, int64_t idx, Load load,
+                               Store store) {
+  const int64_t hw_in = p.h * p.w, hw_out = p.out_h * p.out_w;
+  const int taps = p.kernel_size * p.kernel_size;
+  const int64_t wo = idx % p.out_w;
+  int64_t rest = idx / p.out_w;
+  const int64_t ho = rest % p.out_h;
+  rest /= p.out_h;
+  const int64_t g = rest % p.groups, n = rest / p.groups;
+  const T* w_pixel = weight + (n * p.groups + g) * taps * hw_out + ho * p.out_w + wo;
+  const int64_t c_first = g * p.group_channels;
+  for (int64_t c0 = 0; c0 < p.group_channels; c0 += kChannelBlock) {
+    const int block = p.group_channels - c0 < kChannelBlock ? int(p.group_channels - c0) : kChannelBlock;
+    const T* x_block = x + (n * p.c + c_first + c0) * hw_in;
+    float acc[kChannelBlock];
+    for (int j = 0; j < kChannelBlock; ++j) acc[j] = 0.f;
+    for (int kh = 0; kh < p.kernel_size; ++kh) {
+      const int64_t hi = ho * p.stride + int64_t(kh) * p.dilation - p.padding;
+      if (hi < 0 || hi >= p.h) continue;
+      for (int kw = 0; kw < p.kernel_size; ++kw) {
+        const int64_t wi = wo * p.stride + int64_t(kw) * p.dilation - p.padding;
+        if (wi < 0 || wi >= p.w) continue;
+        const float tap = load(w_pixel + int64_t(kh * p.kernel_size + kw) * hw_out);
+        const T* x_tap = x_block + hi * p.w + wi;
+        if (block == kChannelBlock) {
+          REDNET_UNROLL
+          for (int j = 0; j < kChannelBlock; ++j) acc[j] += tap * load(x_tap + j * hw_in);
+        } else {
+          for (int j = 0; j < block; ++j) acc[j] += tap * load(x_tap + j * hw_in);
+        }
+      }
+    }
+    T* y_pixel = y + ((n * p.c + c_first + c0) * p.out_h + ho) * p.out_w + wo;
+    for (int j = 0; j < block; ++j) store(y_pixel + j * hw_out, acc[j]);
+  }
+}
+
+}  // namespace rednet
