@@ -27,8 +27,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 setup: $(VENV)/.installed  ## create .venv, install pinned dependencies, build native libraries where possible
 	@$(MAKE) --no-print-directory plugins
 
-test: $(VENV)/.installed  ## run the whole test suite
+test: $(VENV)/.installed  ## run the whole test suite (pytest, then the sanitizer run of the native op)
 	$(PY) -m pytest -q
+	@$(MAKE) --no-print-directory asan-test
 
 export: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [OUT=] [PRECISION=fp32|fp16] [DYNAMIC=batch|all] [OPSET=]
 	$(CLI) export $(MODEL) --precision $(PRECISION) --dynamic $(DYNAMIC) \
