@@ -64,9 +64,17 @@ def _dynamic_shapes(mode: str) -> tuple[dict, ...]:
              3: torch.export.Dim("width", min=MIN_DYNAMIC_SIZE, max=4096)},)
 
 
-def function_body() -> onnx.FunctionProto:
-    """The rednet::Involution model-local function (standard ops only)."""
-    return Involution.to_function_proto()
+def function_body(opset: int = DEFAULT_OPSET) -> onnx.FunctionProto:
+    """The rednet::Involution model-local function (standard ops only), importing the model's default opset.
+
+    Its ops (Pad, Gather, Range, Reshape, ReduceSum, Cast, …) mean the same from opset 18 on; later opsets only
+    add types, so the body is valid under whatever opset the model imports.
+    """
+    proto = Involution.to_function_proto()
+    for entry in proto.opset_import:
+        if entry.domain == "":
+            entry.version = opset
+    return proto
 
 
 def _metadata(model: torch.nn.Module, options: ExportOptions) -> dict[str, str]:
@@ -110,7 +118,7 @@ def to_onnx(options: ExportOptions, progress: Callable[[str], None] = lambda msg
     proto = program.model_proto
     step("attaching the Involution function body, metadata and checks")
     if options.with_function:
-        proto.functions.append(function_body())
+        proto.functions.append(function_body(options.opset))
     proto.producer_name = "rednet-deploy"
     proto.producer_version = rednet.__version__
     for key, value in _metadata(model, options).items():

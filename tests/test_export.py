@@ -152,6 +152,17 @@ def test_onnx_reference_runs_an_exported_involution_layer():
         np.testing.assert_allclose(y, layer(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("opset", [20, 21])
+def test_other_opsets(opset):
+    model = randomise(rednet.create_model("rednet26"))
+    proto = to_onnx(ExportOptions("rednet26", input_size=64, opset=opset), model=model)
+    assert {o.domain: o.version for o in proto.opset_import}[""] == opset and count_involutions(proto) == 9
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    assert max_rel_error(ort_session(proto).run(None, {"input": x.numpy()})[0], ref) <= 1e-4
+
+
 def test_no_function_leaves_only_the_node(tmp_path):
     proto = to_onnx(ExportOptions("rednet26", with_function=False, input_size=64))
     assert len(proto.functions) == 0 and count_involutions(proto) == 9
