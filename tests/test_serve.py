@@ -196,6 +196,15 @@ def test_token_required_except_health(onnx_path):
         assert client.infer("rednet26", [inp], headers=ok).as_numpy("logits").shape == (1, 1000)
 
 
+def test_tensorrt_service_takes_its_signature_from_the_engine_sidecar(tmp_path):
+    from deploy.serve.app import ServeConfig
+    plan = tmp_path / "m.fp16.plan"
+    (tmp_path / "m.fp16.plan.json").write_text(json.dumps({"onnx": "artifacts/m.fp16.onnx"}))
+    config = ServeConfig("rednet50", backend="tensorrt", engine=str(plan))
+    assert config.onnx_path.as_posix() == "artifacts/m.fp16.onnx"
+    assert ServeConfig("rednet50").onnx_path.as_posix() == "artifacts/rednet50.onnx"
+
+
 def test_binds_loopback_unless_told():
     from deploy.cli import build_parser
     from deploy.serve.app import ServeConfig

@@ -59,8 +59,18 @@ class ServeConfig:
             raise ValueError(f"max_delay_ms={self.max_delay_ms} must be >= 0 and timeout_ms={self.timeout_ms} > 0")
 
     @property
+    def engine_path(self) -> Path:
+        return Path(self.engine or f"artifacts/{self.model}.fp32.plan")
+
+    @property
     def onnx_path(self) -> Path:
-        return Path(self.onnx or f"artifacts/{self.model}.onnx")
+        """The exported file that gives the model's signature; for a TensorRT engine, the one it was built from."""
+        if self.onnx:
+            return Path(self.onnx)
+        sidecar = Path(str(self.engine_path) + ".json")
+        if self.backend == "tensorrt" and sidecar.is_file():
+            return Path(json.loads(sidecar.read_text())["onnx"])
+        return Path(f"artifacts/{self.model}.onnx")
 
 
 class Metrics:
@@ -115,7 +125,7 @@ class ModelService:
         if c.backend == "onnxruntime":
             self.backend = create_backend("onnxruntime", onnx_model=c.onnx_path, intra_op_threads=c.threads)
         else:
-            self.backend = create_backend("tensorrt", engine=c.engine or f"artifacts/{c.model}.fp32.plan")
+            self.backend = create_backend("tensorrt", engine=c.engine_path)
         h, w = (d if d > 0 else self.preprocess["input_size"] for d in self.input.shape[2:])
         self.backend(np.zeros((1, 3, h, w), dtype=np.float16 if self.input.datatype == "FP16" else np.float32))
 
