@@ -9,7 +9,6 @@ see deploy/tensorrt_backend.py).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np

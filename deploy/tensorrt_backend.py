@@ -241,9 +241,10 @@ class TensorRTBackend:
     def from_onnx(cls, onnx_path: str | Path, precision: str = "fp32", engine: str | Path | None = None,
                   **build_args) -> "TensorRTBackend":
         """Build (or reuse, when its sidecar matches this ONNX file) an engine for ``onnx_path``."""
-        engine = Path(engine or Path("artifacts") / "engines" / f"{sha256(onnx_path)[:16]}.{precision}.plan")
+        onnx_sha = sha256(onnx_path)
+        engine = Path(engine or Path("artifacts") / "engines" / f"{onnx_sha[:16]}.{precision}.plan")
         if not (engine.is_file() and sidecar_path(engine).is_file()
-                and json.loads(sidecar_path(engine).read_text()).get("onnx_sha256") == sha256(onnx_path)):
+                and json.loads(sidecar_path(engine).read_text()).get("onnx_sha256") == onnx_sha):
             build_engine(onnx_path, engine, precision=precision, **build_args)
         return cls(engine)
 

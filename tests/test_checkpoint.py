@@ -1,5 +1,4 @@
 """Checkpoint loading: official mmcls layout, strictness with a readable diff, and refusal of pickled code."""
-import pickle
 
 import pytest
 import torch
