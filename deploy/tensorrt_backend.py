@@ -133,24 +133,25 @@ _loaded_plugins: dict[str, object] = {}
 
 
 def load_plugin(registry, library: Path) -> None:
-    """Load our plugin library into TensorRT's registry once per process and check its creator is registered.
+    """Check the driver can run the plugin library, then register it with TensorRT (once per process)."""
+    problem = library_driver_problem(library)
+    if problem:
+        raise MissingBackend(problem)
+    register_plugin(registry, library)
+
+
+def register_plugin(registry, library: Path) -> None:
+    """Load ``library`` into TensorRT's plugin registry once per process and check its creator is registered.
 
     ``load_library`` returns None on failure and on a second load of one library, so a process loads it once.
     """
     key = str(Path(library).resolve())
     if key not in _loaded_plugins:
-        problem = library_driver_problem(Path(key))
-        if problem:
-            raise MissingBackend(problem)
         handle = registry.load_library(key)
         if handle is None:
             raise MissingBackend(f"TensorRT could not load the plugin library {library} (see the TensorRT log); "
                                  f"rebuild it with `make plugins` against this TensorRT's headers")
         _loaded_plugins[key] = handle
-    require_creator(registry, library)
-
-
-def require_creator(registry, library: Path) -> None:
     name, version, namespace = PLUGIN_CREATOR
     if registry.get_creator(name, version, namespace) is None:
         raise MissingBackend(f"TensorRT's plugin registry has no creator {name!r} version {version!r} namespace "
