@@ -57,7 +57,7 @@ plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, 
 	@if [ -x $(BUILD)/plugins/involution_trt_plugin_test ]; then $(BUILD)/plugins/involution_trt_plugin_test; fi
 
 engine: $(VENV)/.installed  ## MODEL= [ONNX=] [PRECISION=] [MIN/OPT/MAX_BATCH=1/8/32] [OUT=] [TF32=1] [TRITON=1]: plan + sidecar
-	$(CLI) engine $(MODEL) --precision $(PRECISION) --min-batch $(or $(MIN_BATCH),1) --opt-batch $(or $(OPT_BATCH),8) \
+	@$(CLI) engine $(MODEL) --precision $(PRECISION) --min-batch $(or $(MIN_BATCH),1) --opt-batch $(or $(OPT_BATCH),8) \
 	  --max-batch $(or $(MAX_BATCH),32) $(if $(ONNX),--onnx $(ONNX)) $(if $(OUT),--out $(OUT)) \
 	  $(if $(filter 1,$(TF32)),--tf32) $(if $(filter 1,$(TRITON)),--embed-plugin)
 

@@ -32,6 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
+@pytest.fixture(scope="module")
+def rednet26_onnx(tmp_path_factory):
+    return export(ExportOptions("rednet26", input_size=64), tmp_path_factory.mktemp("onnx") / "rednet26.onnx")
+
+
 def test_profile_from_static_and_dynamic_inputs():
     assert make_profile(["batch", 3, 224, 224], 1, 8, 32) == \
         Profile((1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224))
@@ -54,9 +59,8 @@ def test_profile_contains():
         p.check((33, 3, 224, 224))
 
 
-def test_input_dims_of_exported_files(tmp_path):
-    batch = export(ExportOptions("rednet26", input_size=64), tmp_path / "b.onnx")
-    assert onnx_input_dims(batch) == ["batch", 3, 64, 64]
+def test_input_dims_of_exported_files(tmp_path, rednet26_onnx):
+    assert onnx_input_dims(rednet26_onnx) == ["batch", 3, 64, 64]
     dynamic = export(ExportOptions("rednet26", dynamic="all", input_size=64), tmp_path / "a.onnx")
     dims = onnx_input_dims(dynamic)
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
@@ -133,6 +137,16 @@ def test_without_tensorrt_engine_and_backend_fail_cleanly(capsys):
     with pytest.raises(MissingBackend):
         require_tensorrt()
     assert trt_backend.unavailable_reason() == "tensorrt is not installed"
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the missing-TensorRT path cannot be shown")
+def test_make_engine_without_tensorrt_is_one_line_and_exit_3():
+    result = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO), "engine"], capture_output=True,
+                            text=True)
+    lines = result.stderr.strip().splitlines()
+    # GNU make itself exits 2 whenever a recipe fails; it reports the CLI's exit code 3 on its own line
+    assert result.returncode == 2 and result.stdout == "" and len(lines) == 2, result.stderr
+    assert lines[0].startswith("error: TensorRT is not installed") and lines[1].endswith("engine] Error 3")
 
 
 def test_unknown_backend_lists_the_available_ones():
@@ -261,11 +275,6 @@ class FakeNetwork:
 
     def get_layer(self, index):
         return self.layers[index]
-
-
-@pytest.fixture(scope="module")
-def rednet26_onnx(tmp_path_factory):
-    return export(ExportOptions("rednet26", input_size=64), tmp_path_factory.mktemp("onnx") / "rednet26.onnx")
 
 
 def test_plugin_layers_are_counted_against_the_onnx_nodes(rednet26_onnx, tmp_path):
