@@ -503,7 +503,7 @@ class TensorRTBackend:
         shape = tuple(batch.shape)
         self.profile.check(shape)
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        stream = int(self.stream)
+        stream = self.stream
         with self._lock:
             x_device = self._device_buffer(self.inputs[0], x.nbytes)
             cuda_check(rt.cudaMemcpyAsync(x_device, x.ctypes.data, x.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
@@ -514,7 +514,7 @@ class TensorRTBackend:
                 out_shape = tuple(self.context.get_tensor_shape(name))
                 nbytes = int(np.prod(out_shape)) * self._output_dtypes[name].itemsize
                 self.context.set_tensor_address(name, self._device_buffer(name, nbytes))
-            if not self.context.execute_async_v3(stream):
+            if not self.context.execute_async_v3(int(stream)):
                 raise RuntimeError("TensorRT execution failed (see the log above)")
             name = self.outputs[-1]
             result = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._output_dtypes[name])
