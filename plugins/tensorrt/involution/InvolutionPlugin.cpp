@@ -30,7 +30,6 @@ std::string FieldName(size_t i) { return kAttributeNames[i]; }
 
 }  // namespace
 
-
 void SetLoggerFinder(ILoggerFinder* finder) {
   std::lock_guard<std::mutex> lock(g_logger_mutex);
   if (g_logger_finder == nullptr && finder != nullptr) g_logger_finder = finder;
