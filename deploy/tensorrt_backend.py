@@ -91,7 +91,7 @@ def cudart():
 def cuda_check(result, what: str):
     """cuda-python returns (error, *values): the values, or MissingBackend naming the call and the error."""
     error, *values = result
-    if int(error) != 0:  # cudaSuccess
+    if error != cudart().cudaError_t.cudaSuccess:
         raise MissingBackend(f"CUDA {what} failed: {getattr(error, 'name', error)}")
     return values[0] if len(values) == 1 else tuple(values)
 
