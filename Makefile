@@ -8,11 +8,14 @@ MODEL    ?= rednet50
 PRECISION ?= fp32
 DYNAMIC  ?= batch
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
-# TensorRT headers (10.x or 11.x) for the plugin; a git-ignored third_party/ copy is used when present.
-TENSORRT_INCLUDE_DIR ?= $(firstword $(wildcard third_party/tensorrt/include) $(wildcard /usr/include/x86_64-linux-gnu/NvInfer.h))
+# TensorRT headers (10.x or 11.x) for the plugin: the first of these folders that holds NvInfer.h (a git-ignored
+# third_party/ copy, then where NGC containers and Debian/Ubuntu libnvinfer-dev put them); none: plugin skipped.
+TENSORRT_HEADER_DIRS ?= third_party/tensorrt/include /usr/include/$(shell uname -m)-linux-gnu /usr/include \
+                        /usr/local/tensorrt/include
+TENSORRT_INCLUDE_DIR ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(addsuffix /NvInfer.h,$(TENSORRT_HEADER_DIRS))))))
 ORT_HEADERS_DIR := $(BUILD)/third_party/onnxruntime
 
-.PHONY: help setup test export plugins engine parity bench bench-serve serve triton-repo asan-test gpu-check clean
+.PHONY: help setup tensorrt-include test export plugins engine parity bench bench-serve serve triton-repo asan-test gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,8 +27,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv, install pinned dependencies, build native libraries where possible
+setup: $(VENV)/.installed  ## create .venv, install pinned dependencies, build native libraries; GPU=1: for a GPU host
+ifeq ($(GPU),1)
+	$(PY) -m deploy.gpu_setup check --headers "$(TENSORRT_INCLUDE_DIR)" --requirements $(BUILD)/requirements-gpu.txt
+	$(VENV)/bin/pip uninstall --quiet --yes onnxruntime
+	$(VENV)/bin/pip install --quiet -r $(BUILD)/requirements-gpu.txt
+endif
 	@$(MAKE) --no-print-directory plugins
+
+tensorrt-include:  # the TensorRT header folder `make plugins` uses (empty: none found)
+	@echo "$(TENSORRT_INCLUDE_DIR)"
 
 test: $(VENV)/.installed  ## run the whole test suite (pytest, then the sanitizer run of the native op)
 	$(PY) -m pytest -q
@@ -42,14 +53,17 @@ plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, 
 	  || { cat $(BUILD)/cmake.log; exit 1; }; grep '^-- rednet:' $(BUILD)/cmake.log
 	cmake --build $(BUILD)/plugins -j $(JOBS)
 	$(BUILD)/plugins/involution_cpu_sweep
+	@if [ -x $(BUILD)/plugins/cuda_driver_check_test ]; then $(BUILD)/plugins/cuda_driver_check_test; fi
 	@if [ -x $(BUILD)/plugins/involution_trt_plugin_test ]; then $(BUILD)/plugins/involution_trt_plugin_test; fi
 
-engine: $(VENV)/.installed  ## MODEL= [ONNX=] [PRECISION=] [MIN_BATCH=1 OPT_BATCH=8 MAX_BATCH=32] [OUT=]: TensorRT plan + sidecar
-	$(CLI) engine $(MODEL) --precision $(PRECISION) --min-batch $(or $(MIN_BATCH),1) --opt-batch $(or $(OPT_BATCH),8) \
-	  --max-batch $(or $(MAX_BATCH),32) $(if $(ONNX),--onnx $(ONNX)) $(if $(OUT),--out $(OUT))
+engine: $(VENV)/.installed  ## MODEL= [ONNX=] [PRECISION=] [MIN/OPT/MAX_BATCH=1/8/32] [OUT=] [TF32=1] [TRITON=1]: plan + sidecar
+	@$(CLI) engine $(MODEL) --precision $(PRECISION) --min-batch $(or $(MIN_BATCH),1) --opt-batch $(or $(OPT_BATCH),8) \
+	  --max-batch $(or $(MAX_BATCH),32) $(if $(ONNX),--onnx $(ONNX)) $(if $(OUT),--out $(OUT)) \
+	  $(if $(filter 1,$(TF32)),--tf32) $(if $(filter 1,$(TRITON)),--embed-plugin)
 
 parity: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [PRECISION=] [ONNX=]: PyTorch vs every backend present, table + JSON
-	$(CLI) parity $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ONNX),--onnx $(ONNX))
+	$(CLI) parity $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ONNX),--onnx $(ONNX)) \
+	  $(if $(filter 1,$(TF32)),--tf32)
 
 bench: $(VENV)/.installed  ## [THREADS=2]: op + model benchmarks on ONNX Runtime CPU -> bench/results/ort_cpu.{json,png}
 	$(CLI) bench --threads $(or $(THREADS),2)

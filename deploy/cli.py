@@ -39,7 +39,7 @@ def cmd_export(args) -> int:
 def cmd_parity(args) -> int:
     from .parity import run_parity, write_report
     report = run_parity(args.model, checkpoint=args.checkpoint, precision=args.precision, batches=args.batch,
-                        sizes=args.size, onnx_path=args.onnx, progress=_log)
+                        sizes=args.size, onnx_path=args.onnx, progress=_log, tf32=args.tf32)
     print(report.table())
     path = write_report(report, args.report or f"artifacts/parity/{args.model}.{args.precision}.json")
     _log(f"report: {path}")
@@ -64,10 +64,11 @@ def cmd_engine(args) -> int:
     if not onnx_path.is_file():
         raise FileNotFoundError(f"{onnx_path} does not exist: run `make export MODEL={args.model} "
                                 f"PRECISION={args.precision}` first or pass --onnx")
-    out = args.out or f"artifacts/{args.model}.{args.precision}.plan"
+    out = args.out or f"artifacts/{args.model}.{args.precision}{'.tf32' if args.tf32 else ''}.plan"
     build_engine(onnx_path, out, precision=args.precision, min_batch=args.min_batch, opt_batch=args.opt_batch,
                  max_batch=args.max_batch, size=tuple(args.size), weakly_typed_fp16=args.weakly_typed_fp16,
-                 timing_cache=args.timing_cache, progress=_log)
+                 tf32=args.tf32, embed_plugin=args.embed_plugin, plugin_override=args.plugin_override,
+                 timing_cache_dir=args.timing_cache_dir or None, progress=_log)
     return EXIT_OK
 
 
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 3], help="batch sizes (default 1 3)")
     p.add_argument("--size", type=int, nargs="+", default=[224, 161], help="input sizes H=W (default 224 161)")
     p.add_argument("--report", help="JSON path (default artifacts/parity/<model>.<precision>.json)")
+    p.add_argument("--tf32", action="store_true", help="build the TensorRT engine with TF32 (its own tolerance)")
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser(
@@ -187,13 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
         "engine", help="build a TensorRT engine from the exported ONNX with our plugin (+ sidecar JSON)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
-            Load librednet_trt_plugin.so, parse the ONNX (plugin override on, so rednet::Involution runs on our
-            plugin, not its function body), build one optimisation profile from the batch bounds (and --size when
-            H/W are dynamic) and write the plan plus <plan>.json: TensorRT version, GPU, plugin and ONNX sha256,
-            precision, profile. Loading a plan later checks that sidecar.
+            Load librednet_trt_plugin.so (once; its creator Involution/1 must be registered), parse the ONNX (the
+            nodes' plugin_namespace routes rednet::Involution to the plugin), refuse unless every such node became
+            a plugin layer (exit 3), build one optimisation profile from the batch bounds (and --size when H/W are
+            dynamic) and write the plan plus <plan>.json: TensorRT version, GPU, plugin and ONNX sha256, plugin
+            layer count, precision, profile. Loading a plan later checks that sidecar. Needs TensorRT >= 10.7.
 
-            fp16: export with --precision fp16 and build from that file (strongly typed; TensorRT 11 has no
-            weak typing). On TensorRT 10.x, --weakly-typed-fp16 lets the builder pick fp16 for an fp32 file."""))
+            fp32 engines compute in fp32 (TF32 cleared); --tf32 allows TF32 (parity holds it to its own tolerance).
+            fp16: export with --precision fp16 and build from that file (strongly typed; TensorRT 11 has no weak
+            typing). On TensorRT 10.x, --weakly-typed-fp16 lets the builder pick fp16 for an fp32 file.
+            --embed-plugin (make engine TRITON=1) serialises the plugin into a version-compatible plan: the kind
+            `make triton-repo` needs (plugins/tensorrt/README.md says why)."""))
     p.add_argument("model", help="registered model name (names the default ONNX and output paths)")
     p.add_argument("--onnx", help="ONNX file (default artifacts/<model>[.fp16].onnx)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
@@ -202,9 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--size", type=int, nargs=3, default=[224, 224, 224], metavar=("MIN", "OPT", "MAX"),
                    help="H=W bounds when the ONNX has dynamic H/W (default 224 224 224)")
-    p.add_argument("--out", help="plan path (default artifacts/<model>.<precision>.plan)")
-    p.add_argument("--timing-cache", default="artifacts/timing.cache", help="persistent timing cache file")
+    p.add_argument("--out", help="plan path (default artifacts/<model>.<precision>[.tf32].plan)")
+    p.add_argument("--timing-cache-dir", default="artifacts/timing_cache",
+                   help="timing caches, one per TensorRT version, GPU and plugin build ('' for none)")
+    p.add_argument("--tf32", action="store_true", help="fp32 engines: allow TF32 math (~1e-3 relative error)")
     p.add_argument("--weakly-typed-fp16", action="store_true", help="TensorRT 10.x only: fp16 from an fp32 file")
+    p.add_argument("--embed-plugin", action="store_true",
+                   help="serialise the plugin library into a version-compatible plan (for Triton)")
+    p.add_argument("--plugin-override", action="store_true",
+                   help="set the parser's ENABLE_PLUGIN_OVERRIDE (any registered plugin replaces a same-named op; "
+                        "not needed for our nodes)")
     p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser(
@@ -235,11 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("triton-repo", help="write a Triton model repository around an existing engine",
                        description="config.pbtxt (tensorrt_plan, dynamic batching, max_batch_size within the engine "
-                                   "profile) + plan + plugin + launch.sh; with --onnx also an onnxruntime_onnx "
-                                   "variant using our op library. Configs are validated with Triton's ModelConfig "
-                                   "protobuf.")
+                                   "profile) + plan + launch.sh (Triton's version-compatible mode, which loads the "
+                                   "plugin the plan carries: build the engine with `make engine TRITON=1`); with "
+                                   "--onnx also an onnxruntime_onnx variant using our op library. Configs are "
+                                   "validated with Triton's ModelConfig protobuf. Written to a temporary folder "
+                                   "and moved into place: a failure leaves no partial repository.")
     p.add_argument("model")
-    p.add_argument("--engine", required=True, help="plan built by `make engine` (its sidecar gives the profile)")
+    p.add_argument("--engine", required=True,
+                   help="plan built by `make engine TRITON=1` (its sidecar gives the profile)")
     p.add_argument("--onnx", help="also write an onnxruntime_onnx variant of this file")
     p.add_argument("--out", default="artifacts/triton", help="repository folder (default artifacts/triton)")
     p.add_argument("--max-batch", type=int, help="max_batch_size (default: the engine profile's max batch)")

@@ -1,7 +1,8 @@
 """Parity: the same inputs through PyTorch (fp32 reference) and every backend present, with tolerances.
 
 Tolerances are part of the report: fp32 backends must have max|y - ref| <= 1e-4 · max|ref|; fp16 backends must
-agree on top-1 for >= 99 % of samples with cosine similarity >= 0.999 for every sample.
+agree on top-1 for >= 99 % of samples with cosine similarity >= 0.999 for every sample; a TensorRT engine built
+with --tf32 is held to the tf32 row (TF32 convolutions keep a 10-bit mantissa).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .tensorrt_backend import TensorRTBackend, unavailable_reason
 TOLERANCES = {
     "fp32": {"max_rel": 1e-4},
     "fp16": {"top1_agreement": 0.99, "cosine_min": 0.999},
+    "tf32": {"max_rel": 1e-2},
 }
 
 
@@ -44,7 +46,7 @@ class Metrics:
 
     def within(self, precision: str) -> bool:
         tol = TOLERANCES[precision]
-        if precision == "fp32":
+        if "max_rel" in tol:
             return self.max_rel <= tol["max_rel"]
         return self.top1_agreement >= tol["top1_agreement"] and self.cosine_min >= tol["cosine_min"]
 
@@ -104,7 +106,7 @@ class ParityReport:
         return {**asdict(self), "passed": self.passed, "summary": self.summary()}
 
 
-def parity_backends(onnx_path: Path, precision: str, engine: Path | None = None
+def parity_backends(onnx_path: Path, precision: str, engine: Path | None = None, tf32: bool = False
                     ) -> tuple[list[Backend], dict[str, str]]:
     """Every backend present: ONNX Runtime with our library, ONNX Runtime function bodies, TensorRT."""
     backends: list[Backend] = [OnnxRuntimeBackend(onnx_path, custom_ops=False)]
@@ -115,7 +117,7 @@ def parity_backends(onnx_path: Path, precision: str, engine: Path | None = None
         skipped["onnxruntime"] = "librednet_ort_ops.so is not built (make plugins)"
     why_not = unavailable_reason()
     if why_not is None:
-        backends.append(TensorRTBackend.from_onnx(onnx_path, precision=precision, engine=engine))
+        backends.append(TensorRTBackend.from_onnx(onnx_path, precision=precision, engine=engine, tf32=tf32))
     else:
         skipped["tensorrt"] = why_not
     return backends, skipped
@@ -130,7 +132,7 @@ def fixed_inputs(batch: int, size: int, seed: int = 0) -> np.ndarray:
 def run_parity(model_name: str, checkpoint: str | None = None, precision: str = "fp32",
                batches=(1, 3), sizes=(224, 161), onnx_path: str | Path | None = None,
                backends: list[Backend] | None = None, progress: Callable[[str], None] = lambda m: None,
-               seed: int = 0) -> ParityReport:
+               seed: int = 0, tf32: bool = False) -> ParityReport:
     from export import ExportOptions, to_onnx
     model = rednet.create_model(model_name, checkpoint=checkpoint).eval()
     reference = TorchBackend(model)
@@ -145,9 +147,11 @@ def run_parity(model_name: str, checkpoint: str | None = None, precision: str = 
             _check_same_weights(Path(onnx_path), model)
         skipped: dict[str, str] = {}
         if backends is None:
-            backends, skipped = parity_backends(Path(onnx_path), precision)
+            backends, skipped = parity_backends(Path(onnx_path), precision, tf32=tf32)
+        tolerances = {getattr(b, "tolerance", precision) for b in backends} | {precision}
         report = ParityReport(model_name, precision, getattr(model, "checkpoint_sha256", ""), str(onnx_path),
-                              TOLERANCES[precision], skipped=skipped)
+                              TOLERANCES[precision] if len(tolerances) == 1 else {t: TOLERANCES[t] for t in tolerances},
+                              skipped=skipped)
         for batch in batches:
             for size in sizes:
                 x = fixed_inputs(batch, size, seed)
@@ -156,7 +160,8 @@ def run_parity(model_name: str, checkpoint: str | None = None, precision: str = 
                     t0 = time.perf_counter()
                     y = backend(x)
                     metrics = Metrics.of(y, ref)
-                    report.results.append(CaseResult(backend.name, batch, size, metrics, metrics.within(precision),
+                    passed = metrics.within(getattr(backend, "tolerance", precision))
+                    report.results.append(CaseResult(backend.name, batch, size, metrics, passed,
                                                      time.perf_counter() - t0))
                     progress(f"  {backend.name:22s} batch {batch} size {size}: max rel {metrics.max_rel:.2e}, "
                              f"top-1 {metrics.top1_agreement:.0%}")

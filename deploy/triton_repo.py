@@ -1,16 +1,24 @@
 """`make triton-repo`: a Triton Inference Server model repository for scale-out on an existing engine.
 
 Writes <out>/models/<model>/ (config.pbtxt with platform tensorrt_plan, max_batch_size within the engine's
-profile, dynamic batching; 1/model.plan), <out>/plugins/ (our TensorRT plugin and ONNX Runtime op library),
-optionally <out>/models/<model>_onnx/ (platform onnxruntime_onnx with our op library as a model operation), and
-<out>/launch.sh that starts tritonserver with the plugin loaded. Every config is parsed back into Triton's own
-ModelConfig protobuf (shipped in tritonclient) and checked against the engine's profile.
+profile, dynamic batching; 1/model.plan), optionally <out>/models/<model>_onnx/ (platform onnxruntime_onnx with
+our op library, copied to <out>/plugins/, as a model operation), and <out>/launch.sh that starts tritonserver.
+
+Triton's TensorRT backend only dlopens the libraries of `--backend-config=tensorrt,plugins=...` and never asks
+them for their creators, so our plugin reaches Triton inside the plan: the engine must be built with
+`--embed-plugin` (a version-compatible plan carrying the plugin library) and launch.sh turns on the backend's
+`version-compatible=true`, which lets TensorRT run the plan's host code (plugins/tensorrt/README.md).
+Every config is parsed back into Triton's own ModelConfig protobuf (shipped in tritonclient) and checked against
+the engine's profile. The repository is written to a temporary folder beside <out> and moved into place, so a
+failure leaves no partial repository and an existing one untouched.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -55,12 +63,24 @@ def validate_config(text: str, max_batch_limit: int | None = None):
     return config
 
 
+LAUNCH_SCRIPT = """#!/usr/bin/env bash
+# Start Triton on this repository. The plan carries the rednet TensorRT plugin; version-compatible=true lets
+# TensorRT load it (trust this plan as you trust the code that built it). It runs from the repository root:
+# the ONNX Runtime config names plugins/librednet_ort_ops.so relative to it.
+cd "$(dirname "$0")" || exit 1
+exec tritonserver --model-repository="$PWD/models" --backend-config=tensorrt,version-compatible=true "$@"
+"""
+
+
 def write_repository(model: str, engine: str | Path, out: str | Path, onnx_path: str | Path | None = None,
                      max_batch: int | None = None, delay_us: int = 2000) -> Path:
     engine, out = Path(engine), Path(out)
     if not engine.is_file():
-        raise FileNotFoundError(f"engine {engine} does not exist: build it with `make engine MODEL={model}`")
+        raise FileNotFoundError(f"engine {engine} does not exist: build it with `make engine MODEL={model} TRITON=1`")
     sidecar = load_sidecar(engine)
+    if not sidecar.get("embedded_plugin"):
+        raise ValueError(f"{engine} does not carry the plugin library, and Triton's TensorRT backend cannot register "
+                         f"it from outside: rebuild it with `make engine MODEL={model} TRITON=1` (--embed-plugin)")
     min_shape, max_shape = sidecar["profile"]["input"]["min"], sidecar["profile"]["input"]["max"]
     if min_shape[0] != 1:
         raise ValueError(f"Triton batches from 1, but the engine's profile starts at batch {min_shape[0]}: "
@@ -68,41 +88,64 @@ def write_repository(model: str, engine: str | Path, out: str | Path, onnx_path:
     max_batch = max_batch or max_shape[0]
     if not 1 <= max_batch <= max_shape[0]:
         raise ValueError(f"max_batch {max_batch} is outside the engine profile (1..{max_shape[0]})")
-    source_onnx = Path(onnx_path or sidecar["onnx"])
-    inputs, output = _signature(source_onnx)
-    inputs["dims"] = [d if d > 0 else s for d, s in zip(inputs["dims"], max_shape[1:])]  # static dims of the plan
+    ort_lib = find_library("ort_ops", required=False) if onnx_path is not None else None
+    if onnx_path is not None and ort_lib is None:
+        raise FileNotFoundError("the onnxruntime_onnx variant needs librednet_ort_ops.so: build it with `make plugins`")
 
-    models, plugins = out / "models", out / "plugins"
-    (models / model / "1").mkdir(parents=True, exist_ok=True)
-    plugins.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(engine, models / model / "1" / "model.plan")
-    trt_plugin = plugins / "librednet_trt_plugin.so"
-    shutil.copyfile(find_library("trt_plugin"), trt_plugin)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep a Triton container's user out
+        _write(staging, model, engine, sidecar, max_batch, max_shape, onnx_path, ort_lib, delay_us)
+        _replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _write(root: Path, model: str, engine: Path, sidecar: dict, max_batch: int, max_shape: list[int],
+           onnx_path: str | Path | None, ort_lib: Path | None, delay_us: int) -> None:
+    inputs, output = _signature(Path(onnx_path or sidecar["onnx"]))
+    inputs["dims"] = [d if d > 0 else s for d, s in zip(inputs["dims"], max_shape[1:])]  # static dims of the plan
     text = config_pbtxt(model, "tensorrt_plan", max_batch, inputs, output, delay_us)
     validate_config(text, max_shape[0])
-    (models / model / "config.pbtxt").write_text(text)
+    (root / "models" / model / "1").mkdir(parents=True)
+    shutil.copyfile(engine, root / "models" / model / "1" / "model.plan")
+    (root / "models" / model / "config.pbtxt").write_text(text)
 
-    ort_lib = find_library("ort_ops", required=False)
-    if onnx_path is not None and ort_lib is not None:
+    if onnx_path is not None:
         name = f"{model}_onnx"
-        (models / name / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(onnx_path, models / name / "1" / "model.onnx")
-        shutil.copyfile(ort_lib, plugins / "librednet_ort_ops.so")
         # Triton dlopens this path as given, so it is relative to the repository root, where launch.sh starts Triton
         extra = 'model_operations {\n  op_library_filename: "plugins/librednet_ort_ops.so"\n}\n'
         text = config_pbtxt(name, "onnxruntime_onnx", max_batch, *_signature(Path(onnx_path)), delay_us, extra)
         text = text.replace("kind: KIND_GPU", "kind: KIND_CPU")
         validate_config(text)
-        (models / name / "config.pbtxt").write_text(text)
+        (root / "models" / name / "1").mkdir(parents=True)
+        (root / "plugins").mkdir()
+        shutil.copyfile(onnx_path, root / "models" / name / "1" / "model.onnx")
+        shutil.copyfile(ort_lib, root / "plugins" / "librednet_ort_ops.so")
+        (root / "models" / name / "config.pbtxt").write_text(text)
 
-    launch = out / "launch.sh"
-    launch.write_text(
-        "#!/usr/bin/env bash\n# Start Triton on this repository with the rednet TensorRT plugin loaded. It runs from the\n"
-        "# repository root: the configs name the libraries under plugins/ relative to it.\n"
-        'cd "$(dirname "$0")" || exit 1\n'
-        'exec tritonserver --model-repository="$PWD/models" '
-        '--backend-config=tensorrt,plugins="$PWD/plugins/librednet_trt_plugin.so" "$@"\n')
+    launch = root / "launch.sh"
+    launch.write_text(LAUNCH_SCRIPT)
     launch.chmod(launch.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    (out / "repository.json").write_text(json.dumps({"model": model, "engine_sidecar": sidecar,
-                                                     "max_batch_size": max_batch}, indent=2))
-    return out
+    (root / "repository.json").write_text(json.dumps({"model": model, "engine_sidecar": sidecar,
+                                                      "max_batch_size": max_batch}, indent=2))
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Move ``new`` to ``out``; an existing ``out`` is set aside first and removed only once ``new`` is in place."""
+    if not out.exists():
+        new.rename(out)
+        return
+    old = new.with_name(new.name + ".old")
+    out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old)

@@ -45,7 +45,7 @@ def test_verdict_uses_the_tolerances():
 
 
 def test_cli_exit_code_1_and_json_when_a_backend_is_outside(tmp_path, monkeypatch, capsys):
-    def broken_backends(onnx_path, precision, engine=None):
+    def broken_backends(onnx_path, precision, engine=None, tf32=False):
         return [Broken(parity.OnnxRuntimeBackend(onnx_path, custom_ops=False), 1e-3)], {"tensorrt": "not here"}
     monkeypatch.setattr(parity, "parity_backends", broken_backends)
     report_path = tmp_path / "r.json"

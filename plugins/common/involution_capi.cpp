@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "cuda_driver_check.h"
 #include "involution_cuda.h"
 
 extern "C" __attribute__((visibility("default"))) int rednet_involution_cuda(
@@ -11,6 +12,7 @@ extern "C" __attribute__((visibility("default"))) int rednet_involution_cuda(
   const rednet::InvolutionAttrs a{attrs[0], attrs[1], attrs[2], attrs[3], attrs[4]};
   rednet::InvolutionShape shape;
   std::string err = rednet::CheckInvolutionShapes(a, x_dims, 4, w_dims, 4, &shape);
+  if (err.empty()) err = rednet::CudaDriverProblem();
   if (err.empty())
     err = rednet::LaunchInvolution(fp16 ? rednet::ElementType::kFloat16 : rednet::ElementType::kFloat32, x, weight, y,
                                    a, shape, static_cast<cudaStream_t>(stream));

@@ -1,5 +1,6 @@
 // Entry points of librednet_trt_plugin.so for IPluginRegistry::loadLibrary, trt.get_plugin_registry().load_library,
-// trtexec --dynamicPlugins and Triton's --backend-config=tensorrt,plugins=...
+// trtexec --dynamicPlugins and Triton's --backend-config=tensorrt,plugins=...; rednet_cuda_driver_problem
+// (common/cuda_driver_check.h) is the third export. A version script keeps every other symbol local.
 #include "involution/InvolutionPlugin.h"
 
 extern "C" __attribute__((visibility("default"))) nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "cuda_driver_check.h"
 #include "involution_cuda.h"
 
 using namespace nvinfer1;
@@ -179,6 +180,7 @@ int32_t InvolutionPlugin::enqueue(const PluginTensorDesc* input_desc, const Plug
                                   const void* const* inputs, void* const* outputs, void*, cudaStream_t stream) noexcept {
   InvolutionShape shape;
   std::string err = CheckTensors(input_desc, 2, 1, &shape);
+  if (err.empty()) err = CudaDriverProblem();  // else the launch fails with a bare cudaErrorInsufficientDriver
   if (err.empty()) {
     const ElementType type = input_desc[0].type == DataType::kHALF ? ElementType::kFloat16 : ElementType::kFloat32;
     err = LaunchInvolution(type, inputs[0], inputs[1], outputs[0], attrs_, shape, stream);
