@@ -335,14 +335,19 @@ def _terminate(signum, frame):
 
 def _exit_code(error: Exception) -> int:
     """The exit code of an exception a command raised; EXIT_INTERNAL_ERROR for anything unexpected (a bug)."""
+    from google.protobuf.message import DecodeError
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
     from .tensorrt_backend import EngineMismatch
     if isinstance(error, (MissingBackend, LibraryNotFound)):
         return EXIT_MISSING_BACKEND
     if isinstance(error, AddressUnavailable):
         return EXIT_ADDRESS_UNAVAILABLE
     # ValueError: bad values, CheckpointError, OutputPathError, malformed JSON; OSError: files that cannot be read
-    # or written (missing, a directory, no permission, read-only, disk full); EngineMismatch: a plan built elsewhere.
-    if isinstance(error, (ValueError, OSError, EngineMismatch)):
+    # or written (missing, a directory, no permission, read-only, disk full); EngineMismatch: a plan built elsewhere;
+    # DecodeError and ONNX Runtime's model errors: a file given as a model that is none.
+    if isinstance(error, (ValueError, OSError, EngineMismatch, DecodeError, ort_errors.InvalidProtobuf,
+                          ort_errors.NoSuchFile, ort_errors.InvalidGraph)):
         return EXIT_BAD_INPUT
     return EXIT_INTERNAL_ERROR
 
