@@ -8,6 +8,7 @@ import argparse
 import signal
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     # The service has its own SIGTERM handling (drain); every other command turns SIGTERM into an exception so that
     # partial outputs are removed on the way out, as for Ctrl-C.
-    previous = signal.signal(signal.SIGTERM, _terminate) if args.command != "serve" else None
+    handle_sigterm = args.command != "serve" and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handle_sigterm else None
     try:
         return args.func(args)
     except KeyboardInterrupt:
