@@ -190,7 +190,10 @@ def _load_graph_header(onnx_path: Path):
 def accepted_inputs(onnx_path: Path, batches=None, sizes=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Batches and square sizes for the file's input (N, 3, H, W): the defaults where its axes are dynamic, its
     own size where fixed; requested values it cannot take are a ValueError naming them."""
-    dims = _load_graph_header(onnx_path).graph.input[0].type.tensor_type.shape.dim
+    graph = _load_graph_header(onnx_path).graph
+    if not graph.input:
+        raise ValueError(f"{onnx_path}: the graph has no input")
+    dims = graph.input[0].type.tensor_type.shape.dim
     fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     if len(fixed) != 4:
         raise ValueError(f"{onnx_path}: input has rank {len(fixed)}, parity feeds (N, 3, H, W)")
