@@ -164,20 +164,16 @@ def _positive_int(text: str) -> int:
 
 
 def _check_can_listen(host: str, port: int) -> None:
-    """Bind the service's address once before loading the model, so a busy port is one line and exit 4."""
+    """Bind the service's address once, as uvicorn will, before loading the model: a busy port is one line and
+    exit 4 instead of uvicorn's own exit code after the model load."""
     import socket
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is outside 0..65535")
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as e:
-        raise ValueError(f"host {host!r} cannot be resolved: {e.strerror}") from None
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(address)
-        except OSError as e:
+            sock.bind((host, port))
+        except OSError as e:  # in use, not an address of this host, unresolvable, privileged port
             raise AddressUnavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
