@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 
-class OutputPathError(ValueError):
+class OutputPathError(OSError):
     """An output path that cannot be written: not a regular file, or its folder cannot take a new file."""
 
 
