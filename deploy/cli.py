@@ -341,8 +341,8 @@ def _exit_code(error: Exception) -> int:
     if isinstance(error, AddressUnavailable):
         return EXIT_ADDRESS_UNAVAILABLE
     # ValueError: bad values, CheckpointError, malformed JSON; OSError: files that cannot be read or written
-    # (missing, a directory, no permission, read-only, disk full: OutputPathError); EngineMismatch: a plan built elsewhere;
-    # DecodeError and ONNX Runtime's model errors: a file given as a model that is none.
+    # (missing, a directory, no permission, read-only, disk full: OutputPathError); EngineMismatch: a plan built
+    # elsewhere; DecodeError and ONNX Runtime's model errors: a file given as a model that is none.
     if isinstance(error, (ValueError, OSError, EngineMismatch, DecodeError, ort_errors.InvalidProtobuf,
                           ort_errors.NoSuchFile, ort_errors.InvalidGraph)):
         return EXIT_BAD_INPUT

@@ -43,8 +43,8 @@ inline void Store(uint16_t* dst, float v) { *dst = FloatToHalf(v); }
 // skipped, so memory and work follow the tensors whatever the attributes. Kept out of line: the staged path's
 // code stays as compiled before.
 template <typename T>
-__attribute__((noinline)) void PixelItems(const T* x, const T* weight, T* y, const InvolutionAttrs& a, const InvolutionShape& s,
-                int64_t begin, int64_t end) {
+__attribute__((noinline)) void PixelItems(const T* x, const T* weight, T* y, const InvolutionAttrs& a,
+                                          const InvolutionShape& s, int64_t begin, int64_t end) {
   const InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
                            s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation)};
   const int64_t tiles = InvolutionCpuRowTiles(s);
