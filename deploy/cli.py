@@ -1,19 +1,51 @@
 """rednet-deploy: one entry point for export, parity, benchmarks and serving.
 
-Exit codes: 0 success · 1 a check failed (parity outside tolerance) · 2 bad usage or bad input
-(unknown model, unreadable checkpoint, invalid option) · 3 a required backend or library is missing.
+Exit codes (EXIT_CODES, also in --help and the README): every user error is one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MissingBackend
 from .native import LibraryNotFound
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_MISSING_BACKEND = 0, 1, 2, 3
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_MISSING_BACKEND, EXIT_ADDRESS_UNAVAILABLE = 0, 1, 2, 3, 4
+EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 70, 128 + signal.SIGINT, 128 + signal.SIGTERM
+EXIT_CODES = {
+    EXIT_OK: "ok",
+    EXIT_CHECK_FAILED: "a check failed (parity outside tolerance)",
+    EXIT_BAD_INPUT: "bad usage or input: an argument, REDNET_SERVE_* setting, input file or output path",
+    EXIT_MISSING_BACKEND: "a required backend or library is missing",
+    EXIT_ADDRESS_UNAVAILABLE: "serve cannot listen: the port is in use or the address is not available",
+    EXIT_INTERNAL_ERROR: "internal error (a bug: the traceback is printed; please report it)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
+    EXIT_TERMINATED: "terminated (SIGTERM); partial outputs are removed",
+}
+
+
+class AddressUnavailable(OSError):
+    """The service's address cannot be bound (port in use, address not on this host, no permission)."""
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler so that cleanup (temporary files) runs as for Ctrl-C."""
+
+
+@dataclass(frozen=True)
+class InvalidSetting:
+    """A REDNET_SERVE_* value that does not parse; reported (exit 2) only when the command that reads it runs."""
+    variable: str
+    value: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}={self.value!r} is not a valid {self.kind}"
 
 
 def _log(msg: str) -> None:
@@ -37,17 +69,26 @@ def cmd_export(args) -> int:
 
 
 def cmd_parity(args) -> int:
+    from export import ExportOptions, default_output_path
+    from rednet.fileio import check_output_path
+
     from .parity import run_parity, write_report
+    report_path = check_output_path(args.report or f"artifacts/parity/{args.model}.{args.precision}.json")
+    onnx_path = args.onnx
+    if onnx_path is None and default_output_path(ExportOptions(args.model, precision=args.precision)).is_file():
+        onnx_path = default_output_path(ExportOptions(args.model, precision=args.precision))  # what `make export` wrote
     report = run_parity(args.model, checkpoint=args.checkpoint, precision=args.precision, batches=args.batch,
-                        sizes=args.size, onnx_path=args.onnx, progress=_log, tf32=args.tf32)
+                        sizes=args.size, onnx_path=onnx_path, progress=_log, tf32=args.tf32)
     print(report.table())
-    path = write_report(report, args.report or f"artifacts/parity/{args.model}.{args.precision}.json")
+    path = write_report(report, report_path)
     _log(f"report: {path}")
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 
 def cmd_bench(args) -> int:
     from .bench import cpu, serve
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is not a directory")
     if args.target == "serve":
         serve.run(Path(args.out), model=args.model, threads=args.threads, progress=_log)
     else:
@@ -86,6 +127,7 @@ def cmd_serve(args) -> int:
     if not config.onnx_path.is_file():
         raise FileNotFoundError(f"{config.onnx_path} does not exist: run `make export MODEL={args.model}` first "
                                 f"or pass --onnx")
+    _check_can_listen(config.host, config.port)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
                 timeout_graceful_shutdown=args.grace_s, access_log=False)
@@ -102,8 +144,38 @@ def cmd_triton_repo(args) -> int:
 def _env(name: str, default, cast=str):
     """Service settings: flag, else REDNET_SERVE_<NAME> from the environment, else the default."""
     import os
-    value = os.environ.get(f"REDNET_SERVE_{name.upper()}")
-    return default if value is None else cast(value)
+    variable = f"REDNET_SERVE_{name.upper()}"
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    try:
+        return cast(value)
+    except ValueError:
+        return InvalidSetting(variable, value, cast.__name__)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind the service's address once, as uvicorn will, before loading the model: a busy port is one line and
+    exit 4 instead of uvicorn's own exit code after the model load."""
+    import socket
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0..65535")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:  # in use, not an address of this host, unresolvable, privileged port
+            raise AddressUnavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
               rednet-deploy export rednet50 --precision fp16 --dynamic all
               rednet-deploy parity rednet50 --checkpoint rednet50.pth             # table + JSON, exit 1 on FAIL
 
-            exit codes: 0 ok, 1 check failed, 2 bad usage/input, 3 backend or library missing"""))
+            exit codes:
+            """) + "\n".join(f"  {code:3d}  {meaning}" for code, meaning in EXIT_CODES.items()))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the registered models")
@@ -141,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="fp16 makes weights, I/O and every Involution node fp16 (for strongly typed TensorRT)")
     p.add_argument("--dynamic", choices=["batch", "all"], default="batch", help="dynamic axes (default: batch)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset of the default domain (default 18)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset of the default domain, 18..23 (default 18)")
     p.add_argument("--no-function", action="store_true", help="omit the portable function body")
-    p.add_argument("--input-size", type=int, help="H=W used for tracing; fixed size when --dynamic batch")
+    p.add_argument("--input-size", type=int,
+                   help="H=W used for tracing, 32..4096; the fixed size when --dynamic batch (default 224)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -157,13 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
 
             tolerances: fp32  max|y - ref| <= 1e-4 * max|ref|
                         fp16  top-1 agreement >= 99 % and cosine >= 0.999 for every sample
-            Without --onnx the model is exported (dynamic N/H/W) from the same weights first."""))
+            Without --onnx it tests artifacts/<model>[.fp16].onnx (what `make export` writes) when that exists,
+            else a dynamic N/H/W export of the same weights made for this run (not kept); the table and JSON say
+            which. Sizes default to those the file accepts: its own H=W when fixed, 224 and 161 when dynamic."""))
     p.add_argument("model", help="registered model name")
     p.add_argument("--checkpoint", help="checkpoint for PyTorch (and the export)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-    p.add_argument("--onnx", help="an exported file to check (must come from --checkpoint)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 3], help="batch sizes (default 1 3)")
-    p.add_argument("--size", type=int, nargs="+", default=[224, 161], help="input sizes H=W (default 224 161)")
+    p.add_argument("--onnx", help="an exported file to check (must come from --checkpoint; default "
+                                  "artifacts/<model>[.fp16].onnx when it exists)")
+    p.add_argument("--batch", type=_positive_int, nargs="+",
+                   help="batch sizes (default 1 3, or the file's fixed batch)")
+    p.add_argument("--size", type=_positive_int, nargs="+",
+                   help="input sizes H=W (default 224 161 when H/W are dynamic, else the file's size)")
     p.add_argument("--report", help="JSON path (default artifacts/parity/<model>.<precision>.json)")
     p.add_argument("--tf32", action="store_true", help="build the TensorRT engine with TF32 (its own tolerance)")
     p.set_defaults(func=cmd_parity)
@@ -180,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", choices=["runtime", "serve"], default="runtime",
                    help="runtime: op + model benchmarks (default); serve: the service")
     p.add_argument("--model", default="rednet50", help="model of the serve benchmark (default rednet50)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (default 10)")
+    p.add_argument("--threads", type=_positive_int, default=2, help="intra-op threads (default 2)")
+    p.add_argument("--repeats", type=_positive_int, default=10, help="timed runs per measurement (default 10)")
     p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
     p.set_defaults(func=cmd_bench)
 
@@ -263,16 +342,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _exit_code(error: Exception) -> int:
+    """The exit code of an exception a command raised; EXIT_INTERNAL_ERROR for anything unexpected (a bug)."""
+    from google.protobuf.message import DecodeError
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    from .tensorrt_backend import EngineMismatch
+    if isinstance(error, (MissingBackend, LibraryNotFound)):
+        return EXIT_MISSING_BACKEND
+    if isinstance(error, AddressUnavailable):
+        return EXIT_ADDRESS_UNAVAILABLE
+    # ValueError: bad values, CheckpointError, malformed JSON; OSError: files that cannot be read or written
+    # (missing, a directory, no permission, read-only, disk full: OutputPathError); EngineMismatch: a plan built
+    # elsewhere; DecodeError and ONNX Runtime's model errors: a file given as a model that is none.
+    if isinstance(error, (ValueError, OSError, EngineMismatch, DecodeError, ort_errors.InvalidProtobuf,
+                          ort_errors.NoSuchFile, ort_errors.InvalidGraph)):
+        return EXIT_BAD_INPUT
+    return EXIT_INTERNAL_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    invalid = [value for value in vars(args).values() if isinstance(value, InvalidSetting)]
+    if invalid:
+        _log(f"error: {invalid[0]}")
+        return EXIT_BAD_INPUT
+    # The service has its own SIGTERM handling (drain); every other command turns SIGTERM into an exception so that
+    # partial outputs are removed on the way out, as for Ctrl-C.
+    handle_sigterm = args.command != "serve" and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handle_sigterm else None
     try:
         return args.func(args)
-    except (MissingBackend, LibraryNotFound) as e:
-        _log(f"error: {e}")
-        return EXIT_MISSING_BACKEND
-    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
-        _log(f"error: {e}")
-        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return EXIT_INTERRUPTED
+    except Terminated:
+        _log("terminated")
+        return EXIT_TERMINATED
+    except Exception as e:
+        code = _exit_code(e)
+        if code == EXIT_INTERNAL_ERROR:
+            import traceback
+            traceback.print_exc()
+            _log(f"error: internal error ({type(e).__name__}): please report it with the traceback above")
+        else:
+            _log(f"error: {e}")
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

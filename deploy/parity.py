@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 import rednet
+from export.exporter import MIN_DYNAMIC_SIZE
+from rednet.fileio import atomic_write
 
 from .backends import Backend, OnnxRuntimeBackend, TorchBackend
 from .native import find_library
@@ -66,7 +68,7 @@ class ParityReport:
     model: str
     precision: str
     checkpoint_sha256: str
-    onnx: str
+    onnx: str | None  # the file tested; None when parity exported the model for this run only
     tolerances: dict
     results: list[CaseResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -90,7 +92,9 @@ class ParityReport:
         return out
 
     def table(self) -> str:
-        lines = [f"parity of {self.model} ({self.precision}) against PyTorch fp32; tolerance {self.tolerances}",
+        tested = self.onnx or "a dynamic N/H/W export made for this run (not kept)"
+        lines = [f"parity of {self.model} ({self.precision}, {tested}) against PyTorch fp32; "
+                 f"tolerance {self.tolerances}",
                  f"{'backend':22s} {'batch':>5s} {'size':>5s} {'max abs':>10s} {'max rel':>10s} "
                  f"{'cos min':>9s} {'top-1':>7s}  result"]
         for r in self.results:
@@ -129,10 +133,15 @@ def fixed_inputs(batch: int, size: int, seed: int = 0) -> np.ndarray:
     return g.standard_normal((batch, 3, size, size), dtype=np.float32)
 
 
+DEFAULT_BATCHES, DEFAULT_SIZES = (1, 3), (224, 161)
+
+
 def run_parity(model_name: str, checkpoint: str | None = None, precision: str = "fp32",
-               batches=(1, 3), sizes=(224, 161), onnx_path: str | Path | None = None,
+               batches=None, sizes=None, onnx_path: str | Path | None = None,
                backends: list[Backend] | None = None, progress: Callable[[str], None] = lambda m: None,
                seed: int = 0, tf32: bool = False) -> ParityReport:
+    """``onnx_path`` None: a fresh dynamic export, kept for this run only. ``batches``/``sizes`` None: the defaults
+    the file accepts."""
     from export import ExportOptions, to_onnx
     model = rednet.create_model(model_name, checkpoint=checkpoint).eval()
     reference = TorchBackend(model)
@@ -141,15 +150,19 @@ def run_parity(model_name: str, checkpoint: str | None = None, precision: str = 
             progress(f"exporting {model_name} ({precision}, dynamic N/H/W) for parity")
             proto = to_onnx(ExportOptions(model_name, checkpoint=checkpoint, precision=precision, dynamic="all"),
                             model=model)
-            onnx_path = Path(tmp) / f"{model_name}.onnx"
-            onnx_path.write_bytes(proto.SerializeToString())
+            tested = Path(tmp) / f"{model_name}.onnx"
+            tested.write_bytes(proto.SerializeToString())
         else:
-            _check_same_weights(Path(onnx_path), model)
+            tested = Path(onnx_path)
+            progress(f"testing {tested}")
+            _check_same_weights(tested, model)
+        batches, sizes = accepted_inputs(tested, batches, sizes)
         skipped: dict[str, str] = {}
         if backends is None:
-            backends, skipped = parity_backends(Path(onnx_path), precision, tf32=tf32)
+            backends, skipped = parity_backends(tested, precision, tf32=tf32)
         tolerances = {getattr(b, "tolerance", precision) for b in backends} | {precision}
-        report = ParityReport(model_name, precision, getattr(model, "checkpoint_sha256", ""), str(onnx_path),
+        report = ParityReport(model_name, precision, getattr(model, "checkpoint_sha256", ""),
+                              None if onnx_path is None else str(onnx_path),
                               TOLERANCES[precision] if len(tolerances) == 1 else {t: TOLERANCES[t] for t in tolerances},
                               skipped=skipped)
         for batch in batches:
@@ -168,19 +181,58 @@ def run_parity(model_name: str, checkpoint: str | None = None, precision: str = 
     return report
 
 
-def _check_same_weights(onnx_path: Path, model: torch.nn.Module) -> None:
+def _load_graph_header(onnx_path: Path):
+    """The ModelProto without external weights; ValueError naming the file when it is not an ONNX model."""
     import onnx
-    meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    from google.protobuf.message import DecodeError
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{onnx_path} does not exist or is not a file")
+    try:
+        return onnx.load(onnx_path, load_external_data=False)
+    except DecodeError as e:
+        raise ValueError(f"{onnx_path} is not an ONNX model ({e})") from None
+
+
+def accepted_inputs(onnx_path: Path, batches=None, sizes=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Batches and square sizes for the file's input (N, 3, H, W): the defaults where its axes are dynamic, its
+    own size where fixed; requested values it cannot take are a ValueError naming them."""
+    graph = _load_graph_header(onnx_path).graph
+    if not graph.input:
+        raise ValueError(f"{onnx_path}: the graph has no input")
+    dims = graph.input[0].type.tensor_type.shape.dim
+    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if len(fixed) != 4:
+        raise ValueError(f"{onnx_path}: input has rank {len(fixed)}, parity feeds (N, 3, H, W)")
+    if fixed[2] != fixed[3]:
+        raise ValueError(f"{onnx_path}: input H×W is {fixed[2] or 'dynamic'}×{fixed[3] or 'dynamic'}; parity feeds "
+                         f"square inputs, so both must be dynamic or equal")
+    chosen = []
+    for what, fixed_value, requested, default in (("batch", fixed[0], batches, DEFAULT_BATCHES),
+                                                  ("size", fixed[2], sizes, DEFAULT_SIZES)):
+        if fixed_value is None:
+            chosen.append(tuple(requested or default))
+            if what == "size" and min(chosen[-1]) < MIN_DYNAMIC_SIZE:
+                raise ValueError(f"size {min(chosen[-1])} is below {MIN_DYNAMIC_SIZE}, the smallest input RedNet "
+                                 f"takes (five stride-2 stages)")
+            continue
+        wrong = [v for v in requested or () if v != fixed_value]
+        if wrong:
+            raise ValueError(f"{onnx_path} has a fixed {what} of {fixed_value}: {what} {wrong[0]} cannot be tested "
+                             f"(export with --dynamic all for other sizes)")
+        chosen.append((fixed_value,))
+    return chosen[0], chosen[1]
+
+
+def _check_same_weights(onnx_path: Path, model: torch.nn.Module) -> None:
+    meta = {p.key: p.value for p in _load_graph_header(onnx_path).metadata_props}
     recorded, ours = meta.get("rednet.checkpoint_sha256", ""), getattr(model, "checkpoint_sha256", "")
     if not recorded or recorded != ours:
         raise ValueError(
             f"{onnx_path} was exported from checkpoint sha256 '{recorded or 'none (random weights)'}' but parity "
-            f"runs PyTorch on '{ours or 'none (random weights)'}': pass the same --checkpoint, or omit --onnx "
-            f"to let parity export the model itself")
+            f"runs PyTorch on '{ours or 'none (random weights)'}': pass the checkpoint it was exported from, or "
+            f"export it again from this one")
 
 
 def write_report(report: ParityReport, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_json(), indent=2))
-    return path
+    text = json.dumps(report.to_json(), indent=2)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -308,7 +308,24 @@ def load_sidecar(engine: Path) -> dict:
     if not path.is_file():
         raise EngineMismatch(f"{engine} has no sidecar {path}: it was not built by `make engine`, so nothing says "
                              f"which TensorRT, GPU and plugin it needs; rebuild it with `make engine`")
-    return json.loads(path.read_text())
+    try:
+        sidecar = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"engine sidecar {path} is corrupt ({e}): rebuild the engine with `make engine`") from None
+    if not _well_formed(sidecar):
+        raise ValueError(f"engine sidecar {path} is corrupt (not a JSON object with 'onnx' and the input profile's "
+                         f"min/max shapes): rebuild the engine with `make engine`")
+    return sidecar
+
+
+def _well_formed(sidecar) -> bool:
+    """The fields readers index without checking: onnx and profile.input.min/max (4 ints each)."""
+    try:
+        shapes = [sidecar["profile"]["input"][bound] for bound in ("min", "max")]
+    except (KeyError, TypeError):
+        return False
+    return isinstance(sidecar.get("onnx"), str) and all(
+        isinstance(shape, list) and len(shape) == 4 and all(type(v) is int for v in shape) for shape in shapes)
 
 
 

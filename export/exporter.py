@@ -13,7 +13,7 @@ import onnx
 import torch
 
 import rednet
-from rednet.fileio import atomic_write
+from rednet.fileio import atomic_write, check_output_path
 from rednet.ops import load_spec
 
 from .involution_onnx import DOMAIN, VERSION, Involution, TRANSLATIONS
@@ -24,7 +24,9 @@ logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(loggin
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 DYNAMIC_MODES = ("batch", "all")
 DEFAULT_OPSET = 18
+MAX_OPSET = 23  # the newest default-domain opset torch.onnx 2.13 translates to
 MIN_DYNAMIC_SIZE = 32  # smallest H/W a DYNAMIC=all model accepts: five stride-2 stages still leave ≥ 1 pixel
+MAX_SIZE = 4096  # largest batch and H/W of the exported dynamic axes
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,11 @@ class ExportOptions:
             raise ValueError(f"precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
         if self.dynamic not in DYNAMIC_MODES:
             raise ValueError(f"dynamic '{self.dynamic}' is not one of {', '.join(DYNAMIC_MODES)}")
-        if self.opset < DEFAULT_OPSET:
-            raise ValueError(f"opset {self.opset} is below {DEFAULT_OPSET}, the lowest opset the exporter targets")
+        if not DEFAULT_OPSET <= self.opset <= MAX_OPSET:
+            raise ValueError(f"opset {self.opset} is outside {DEFAULT_OPSET}..{MAX_OPSET}, the opsets the exporter "
+                             f"targets")
+        if self.input_size is not None and not MIN_DYNAMIC_SIZE <= self.input_size <= MAX_SIZE:
+            raise ValueError(f"input size {self.input_size} is outside {MIN_DYNAMIC_SIZE}..{MAX_SIZE}")
 
 
 def default_output_path(options: ExportOptions) -> Path:
@@ -57,11 +62,11 @@ def output_names(model: torch.nn.Module) -> list[str]:
 
 
 def _dynamic_shapes(mode: str) -> tuple[dict, ...]:
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    batch = torch.export.Dim("batch", min=1, max=MAX_SIZE)
     if mode == "batch":
         return ({0: batch},)
-    return ({0: batch, 2: torch.export.Dim("height", min=MIN_DYNAMIC_SIZE, max=4096),
-             3: torch.export.Dim("width", min=MIN_DYNAMIC_SIZE, max=4096)},)
+    return ({0: batch, 2: torch.export.Dim("height", min=MIN_DYNAMIC_SIZE, max=MAX_SIZE),
+             3: torch.export.Dim("width", min=MIN_DYNAMIC_SIZE, max=MAX_SIZE)},)
 
 
 def function_body(opset: int = DEFAULT_OPSET) -> onnx.FunctionProto:
@@ -130,7 +135,7 @@ def to_onnx(options: ExportOptions, progress: Callable[[str], None] = lambda msg
 
 def export(options: ExportOptions, out: str | Path | None = None,
            progress: Callable[[str], None] = lambda msg: None) -> Path:
-    out = Path(out) if out else default_output_path(options)
+    out = check_output_path(out or default_output_path(options))  # before minutes of tracing, not after
     proto = to_onnx(options, progress)
     atomic_write(out, lambda tmp: onnx.save(proto, tmp))
     progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -23,6 +23,8 @@ struct InvolutionShape {
 };
 
 inline constexpr const char* kAttributeNames[] = {"kernel_size", "stride", "padding", "dilation", "groups"};
+// The spec's attribute maxima (0: no maximum).
+inline constexpr int64_t kMaxKernelSize = 255, kMaxStride = 65535, kMaxPadding = 65535, kMaxDilation = 65535;
 
 inline int64_t InvolutionOutputSize(int64_t size, const InvolutionAttrs& a) {
   const int64_t span = size + 2 * a.padding - a.dilation * (a.kernel_size - 1) - 1;
@@ -32,22 +34,19 @@ inline int64_t InvolutionOutputSize(int64_t size, const InvolutionAttrs& a) {
 
 // Returns "" when the attributes satisfy the contract, else a message naming the offending value.
 inline std::string CheckInvolutionAttrs(const InvolutionAttrs& a) {
-  auto at_least = [](const char* name, int64_t v, int64_t min) -> std::string {
-    return v < min ? "involution: " + std::string(name) + "=" + std::to_string(v) + " must be >= " + std::to_string(min)
-                   : std::string();
+  auto out_of_range = [](const char* name, int64_t v, int64_t min, int64_t max) -> std::string {
+    const std::string value = "involution: " + std::string(name) + "=" + std::to_string(v);
+    if (v < min) return value + " must be >= " + std::to_string(min);
+    if (max > 0 && v > max) return value + " is outside the supported range (<= " + std::to_string(max) + ")";
+    return {};
   };
   std::string err;
-  if (!(err = at_least("kernel_size", a.kernel_size, 1)).empty()) return err;
+  if (!(err = out_of_range("kernel_size", a.kernel_size, 1, kMaxKernelSize)).empty()) return err;
   if (a.kernel_size % 2 == 0) return "involution: kernel_size=" + std::to_string(a.kernel_size) + " must be odd";
-  if (!(err = at_least("stride", a.stride, 1)).empty()) return err;
-  if (!(err = at_least("padding", a.padding, 0)).empty()) return err;
-  if (!(err = at_least("dilation", a.dilation, 1)).empty()) return err;
-  if (!(err = at_least("groups", a.groups, 1)).empty()) return err;
-  // Bounds that keep every index computation inside int64 (far beyond any real network).
-  if (a.kernel_size > 255 || a.stride > 65535 || a.padding > 65535 || a.dilation > 65535)
-    return "involution: attributes kernel_size=" + std::to_string(a.kernel_size) + ", stride=" +
-           std::to_string(a.stride) + ", padding=" + std::to_string(a.padding) + ", dilation=" +
-           std::to_string(a.dilation) + " exceed the supported range (kernel_size <= 255, others <= 65535)";
+  if (!(err = out_of_range("stride", a.stride, 1, kMaxStride)).empty()) return err;
+  if (!(err = out_of_range("padding", a.padding, 0, kMaxPadding)).empty()) return err;
+  if (!(err = out_of_range("dilation", a.dilation, 1, kMaxDilation)).empty()) return err;
+  if (!(err = out_of_range("groups", a.groups, 1, 0)).empty()) return err;
   return {};
 }
 

@@ -4,6 +4,10 @@
 // vector registers and does one multiply-add per tap and channel, each tap's weight vector loaded once and
 // shared by the block (the involution kernel is shared across the group's channels). fp32 weight rows are read
 // in place; fp16 (and the ragged tail) are staged as fp32. Staging lives in a per-thread buffer that only grows.
+// The staged layout pads rows to whole vectors and all `stride` phases, which costs ~stride² per row whatever the
+// tensor sizes: where that exceeds what the item reads (strides or dilations far beyond the tensors, as only a
+// hostile model has) the item runs on the scratch-free per-pixel body instead, so scratch stays bounded by the
+// tensors.
 #include "involution_cpu.h"
 
 #include <algorithm>
@@ -12,12 +16,16 @@
 #include <vector>
 
 #include "half.h"
+#include "involution_cuda_pixel.h"
 
 namespace rednet {
 namespace {
 
 constexpr int64_t kVec = 8;     // output columns per vector
 constexpr int64_t kBlockC = 8;  // channels per register block
+// Staging allowed per thread beyond a multiple of the data an item reads: covers every real network's shapes.
+constexpr int64_t kStagingSlack = int64_t{1} << 16;  // floats (256 KB)
+constexpr int64_t kStagingPerItemData = 4;
 typedef float Vec __attribute__((vector_size(kVec * sizeof(float))));
 
 inline Vec LoadVec(const float* p) {
@@ -31,6 +39,24 @@ inline float Load(uint16_t v) { return HalfToFloat(v); }
 inline void Store(float* dst, float v) { *dst = v; }
 inline void Store(uint16_t* dst, float v) { *dst = FloatToHalf(v); }
 
+// Items [begin, end) one output pixel at a time (the CUDA kernel's body): no scratch, taps outside the input
+// skipped, so memory and work follow the tensors whatever the attributes. Kept out of line: the staged path's
+// code stays as compiled before.
+template <typename T>
+__attribute__((noinline)) void PixelItems(const T* x, const T* weight, T* y, const InvolutionAttrs& a,
+                                          const InvolutionShape& s, int64_t begin, int64_t end) {
+  const InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
+                           s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation)};
+  const int64_t tiles = InvolutionCpuRowTiles(s);
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t ng = item / tiles, ho0 = item % tiles * kRowsPerItem;
+    for (int64_t ho = ho0; ho < std::min(ho0 + kRowsPerItem, s.out_h); ++ho)
+      for (int64_t wo = 0; wo < s.out_w; ++wo)
+        InvolutionPixel(x, weight, y, p, (ng * s.out_h + ho) * s.out_w + wo, [](const T* v) { return Load(*v); },
+                        [](T* dst, float v) { Store(dst, v); });
+  }
+}
+
 template <typename T>
 __attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* y, const InvolutionAttrs& a,
                                                 const InvolutionShape& s, int64_t begin, int64_t end) {
@@ -43,13 +69,15 @@ __attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* 
   const int64_t span = (kRowsPerItem - 1) * stride + (K - 1) * dil + 1;  // input rows one item reads
   // Columns [0, direct_end) of fp32 weight rows are loaded straight from the tensor.
   const int64_t direct_end = std::is_same_v<T, float> ? s.out_w / kVec * kVec : 0;
+  const int64_t need = kRowsPerItem * K * K * out_w_pad + span * kBlockC * row_len;
+  const int64_t item_data = kRowsPerItem * K * K * s.out_w + kBlockC * std::min(span, s.h) * s.w;
+  if (need > kStagingSlack + kStagingPerItemData * item_data) return PixelItems(x, weight, y, a, s, begin, end);
   thread_local std::vector<float> staging;
-  const size_t need = static_cast<size_t>(kRowsPerItem * K * K * out_w_pad + span * kBlockC * row_len);
-  if (staging.size() < need) staging.resize(need);
+  if (staging.size() < static_cast<size_t>(need)) staging.resize(need);
   float* taps = staging.data();                           // [kRowsPerItem][K*K][out_w_pad]
   float* rows = taps + kRowsPerItem * K * K * out_w_pad;  // [span][kBlockC][stride][phase_len]
   // Tap kw reads padded column stride * (t + q) + r with q, r = divmod(kw * dilation, stride): phase r, entry t + q.
-  int64_t tap_offset[256];  // kernel_size <= 255 by the contract
+  int64_t tap_offset[kMaxKernelSize];
   for (int64_t kw = 0; kw < K; ++kw) tap_offset[kw] = (kw * dil % stride) * phase_len + kw * dil / stride;
 
   for (int64_t item = begin; item < end; ++item) {

@@ -83,6 +83,16 @@ void ExpectRejected(const int64_t* x, size_t xr, const int64_t* w, size_t wr, In
   Expect(err.find(needle) != std::string::npos, "rejection should mention '" + needle + "', got '" + err + "'");
 }
 
+// Attributes far beyond the tensors (a hostile model's): the kernel leaves its staged layout for the per-pixel body.
+int RunExtremeAttributeCases(std::mt19937& rng) {
+  RunCase(1, 8, 1, 1, {1, 2048, 0, 1, 1}, rng);
+  RunCase(1, 8, 1, 1, {3, rednet::kMaxStride, rednet::kMaxPadding, 1, 1}, rng);
+  RunCase(1, 8, 1, 1, {3, 1, rednet::kMaxPadding, rednet::kMaxDilation, 1}, rng);
+  RunCase(1, 4, 2, 3, {rednet::kMaxKernelSize, 64, rednet::kMaxPadding, 516, 1}, rng);
+  RunCase(2, 64, 3, 5, {1, 4096, 4096, 1, 64}, rng);
+  return 5;
+}
+
 }  // namespace
 
 int main() {
@@ -103,6 +113,7 @@ int main() {
   RunCase(1, 16, 1, 1, {7, 1, 3, 1, 1}, rng);    // 1×1 input
   RunCase(2, 48, 11, 13, {7, 2, 3, 1, 3}, rng);
   cases += 6;
+  cases += RunExtremeAttributeCases(rng);
 
   const int64_t x_ok[4] = {1, 32, 9, 9}, w_ok[4] = {1, 18, 9, 9};
   ExpectRejected(x_ok, 3, w_ok, 4, {3, 1, 1, 1, 2}, "x must have rank 4");

@@ -40,6 +40,8 @@ def check_attributes(attrs: Mapping[str, int]) -> None:
             raise ValueError(f"involution: {name}={value!r} must be an int")
         if value < rule["min"]:
             raise ValueError(f"involution: {name}={value} must be >= {rule['min']}")
+        if "max" in rule and value > rule["max"]:
+            raise ValueError(f"involution: {name}={value} is outside the supported range (<= {rule['max']})")
         if rule.get("odd") and value % 2 == 0:
             raise ValueError(f"involution: {name}={value} must be odd")
 
