@@ -100,7 +100,7 @@ def test_32_clients_x_20_requests_batched_none_lost(server, direct):
     count = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith("rednet_batch_size_count")))
     singles = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith('rednet_batch_size_bucket{le="1.0"}')))
     assert singles < count, "no request was batched with another"
-    assert 'rednet_requests_total{code="200",route="infer"}' in metrics
+    assert 'rednet_requests_total{code="200",route="/v2/models/{name}/infer"}' in metrics
 
 
 def _infer_raw(server, body, headers=None):

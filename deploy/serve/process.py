@@ -20,13 +20,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, onnx_path, *flags, model="rednet26", env=None, threads=1):
+    def __init__(self, onnx_path, *flags, model="rednet26", env=None, threads=1, drain_s=0.3):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # the server logs a JSON line per request: a file, not a pipe nobody drains (a full pipe blocks the server)
         self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "deploy.serve", model, "--onnx", str(onnx_path),
-                                      "--port", str(self.port), "--threads", str(threads), *flags],
+                                      "--port", str(self.port), "--threads", str(threads),
+                                      "--drain-s", str(drain_s), *flags],
                                      stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     def output(self) -> str:
