@@ -1,7 +1,9 @@
 """Dynamic batching: concurrent requests are merged up to ``max_batch`` samples or ``max_delay_ms``, run on one
 backend thread, and split back to their callers. The queue is bounded (QueueFull when it is), every request has a
 timeout, and results always go back to the caller that sent them. A request whose caller gave up (timeout, client
-gone: the awaiting task is cancelled) leaves the queue at once and is never computed."""
+gone: the awaiting task is cancelled) leaves the queue at once and is never computed, and one that would reach its
+deadline during the backend call (at the recent batch time) is answered with a timeout instead of being run: under
+overload the head of a FIFO queue is always about to expire, and computing it would waste the backend."""
 from __future__ import annotations
 
 import asyncio
@@ -25,6 +27,7 @@ class BackendError(RuntimeError):
 class _Pending:
     batch: np.ndarray
     future: asyncio.Future
+    deadline: float  # event-loop time
 
     def fits_with(self, first: "_Pending") -> bool:
         return self.batch.shape[1:] == first.batch.shape[1:] and self.batch.dtype == first.batch.dtype
@@ -49,6 +52,7 @@ class DynamicBatcher:
         self._idle: asyncio.Event | None = None  # set while nothing is queued or running
         self._worker: asyncio.Task | None = None
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="backend")
+        self.expected_batch_s = 0.0  # moving average of the backend time per batch
 
     @property
     def depth(self) -> int:
@@ -79,7 +83,8 @@ class DynamicBatcher:
             raise RuntimeError("batcher is not started")
         if len(self._queue) >= self.max_queue:
             raise QueueFull(f"queue full ({self.max_queue} requests waiting)")
-        pending = _Pending(batch, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(batch, loop.create_future(), loop.time() + timeout)
         self._queue.append(pending)
         self._idle.clear()
         self._arrived.set()
@@ -126,10 +131,19 @@ class DynamicBatcher:
             size += len(head.batch)
         return group
 
+    def _still_worth_running(self, pending: _Pending, now: float) -> bool:
+        if pending.future.done():  # the caller gave up
+            return False
+        if pending.deadline - now < self.expected_batch_s:
+            pending.future.set_exception(asyncio.TimeoutError())
+            return False
+        return True
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            live = [p for p in await self._collect() if not p.future.done()]  # callers that gave up are skipped
+            group = await self._collect()
+            live = [p for p in group if self._still_worth_running(p, loop.time())]
             if not live:
                 continue
             inputs = live[0].batch if len(live) == 1 else np.concatenate([p.batch for p in live])
@@ -148,4 +162,6 @@ class DynamicBatcher:
                     p.future.set_result(outputs[start:start + n])
                     delivered += n
                 start += n
-            self.on_batch(len(inputs), delivered, loop.time() - t0)
+            seconds = loop.time() - t0
+            self.expected_batch_s = seconds if not self.expected_batch_s else 0.7 * self.expected_batch_s + 0.3 * seconds
+            self.on_batch(len(inputs), delivered, seconds)

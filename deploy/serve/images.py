@@ -46,8 +46,8 @@ def image_to_input(data: bytes, preprocess: dict, crop: int, max_pixels: int, dt
     try:
         image.load()
         image = image.convert(preprocess.get("color", "RGB"))
-    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data
-        raise ProtocolError(f"the {image.format} image could not be decoded: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure on untrusted bytes is the upload's fault
+        raise ProtocolError(f"the {image.format} image could not be decoded: {type(e).__name__}: {e}") from None
     resize = round(preprocess["resize"] * crop / preprocess["input_size"])
     box = center_crop_box(width, height, resize, crop)
     pixels = np.asarray(image.resize((crop, crop), Image.BILINEAR, box=box), dtype=np.float32)
