@@ -1,10 +1,12 @@
-"""The inference service as a real process on loopback: KServe v2 with tritonclient (JSON and binary), batching
-under concurrency, bad input, tokens, image classification, metrics and graceful shutdown."""
+"""The inference service as a real process on loopback: KServe v2 with tritonclient (JSON and binary, FP32 and
+FP16), batching under concurrency, bad input, tokens, image classification against an independent preprocessing,
+metrics and graceful shutdown. (Attacks on memory, latency and limits: test_serve_attacks.py.)"""
 import io
 import json
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -164,7 +166,7 @@ def _image(fmt, size=(200, 150)):
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_classify_images(server, fmt):
+def test_classify_images_multipart_or_raw(server, fmt):
     url = f"{server.url}/v2/models/rednet26/classify?top_k=3"
     raw = httpx.post(url, content=_image(fmt)).json()
     multipart = httpx.post(url, files={"image": ("x." + fmt.lower(), _image(fmt), f"image/{fmt.lower()}")}).json()
@@ -175,7 +177,7 @@ def test_classify_images(server, fmt):
 
 def test_non_image_upload_is_400(server):
     r = httpx.post(f"{server.url}/v2/models/rednet26/classify", content=b"GIF89a not really")
-    assert r.status_code == 400 and "not a readable image" in r.json()["error"]
+    assert r.status_code == 400 and "not a readable image (JPEG or PNG)" in r.json()["error"]
     r = httpx.post(f"{server.url}/v2/models/rednet26/classify", files={"other": ("a.txt", b"hi")})
     assert r.status_code == 400 and "named 'image'" in r.json()["error"]
 
@@ -212,29 +214,146 @@ def test_binds_loopback_unless_told():
     assert build_parser().parse_args(["serve", "rednet26"]).host == "127.0.0.1"
 
 
-def test_graceful_shutdown_finishes_in_flight_requests(onnx_path):
-    s = ServerProcess(onnx_path, "--max-batch", "4", "--max-delay-ms", "10").wait_ready()
-    statuses, stop = [], threading.Event()
+def independent_preprocess(image: Image.Image, crop: int) -> np.ndarray:
+    """mmcls's ImageNet test pipeline written out directly: shorter side to 256·crop/224 (bilinear) on the whole
+    image, centre crop, (x − mean)/std per RGB channel, HWC → NCHW. The service instead resizes only the crop's
+    source region (bounded memory); the two must agree."""
+    resize = round(256 * crop / 224)
+    scale = resize / min(image.size)
+    w, h = max(crop, round(image.width * scale)), max(crop, round(image.height * scale))
+    full = np.asarray(image.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float64)
+    top, left = (h - crop) // 2, (w - crop) // 2
+    pixels = full[top:top + crop, left:left + crop]
+    pixels = (pixels - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]
+    return pixels.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def log_softmax(logits):
+    logits = logits.astype(np.float64)
+    return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+
+
+@pytest.mark.parametrize("size", [(300, 200), (97, 211), (64, 64)], ids=["landscape", "portrait", "exact"])
+def test_classify_equals_independent_preprocessing_and_direct_backend(server, direct, size):
+    rng = np.random.default_rng(size[0])
+    # distinct channel statistics, so a BGR order or a wrong mean/std shows in the logits
+    pixels = np.stack([rng.integers(0, 90, size[::-1]), rng.integers(80, 170, size[::-1]),
+                       rng.integers(160, 256, size[::-1])], axis=-1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    r = httpx.post(f"{server.url}/v2/models/rednet26/classify?top_k=1000", content=buf.getvalue())
+    assert r.status_code == 200, r.text
+    expected = log_softmax(direct(independent_preprocess(Image.fromarray(pixels), SIZE))[0])
+    got = np.full(1000, np.nan)
+    for entry in r.json()["top_k"]:
+        got[entry["class_id"]] = np.log(entry["score"])
+    # logits agree to float32 rounding of the same arithmetic; one channel swapped or one mean off by one grey
+    # level moves them by far more than this
+    np.testing.assert_allclose(got, expected, atol=2e-4, rtol=0)
+    labels = (Path(__file__).parents[1] / "deploy/serve/imagenet_classes.txt").read_text().splitlines()
+    assert all(e["label"] == labels[e["class_id"]] for e in r.json()["top_k"]) and labels[0] == "tench"
+
+
+def test_model_config_for_tritonclient(server):
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    config = client.get_model_config("rednet26")
+    assert config["max_batch_size"] == 8 and config["platform"] == "onnxruntime_onnx"
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [3, SIZE, SIZE],
+                                "format": "FORMAT_NCHW"}]
+    assert config["output"] == [{"name": "logits", "data_type": "TYPE_FP32", "dims": [1000]}]
+    with pytest.raises(triton.InferenceServerException):
+        client.get_model_config("resnet50")
+
+
+# --- FP16: an fp16 model answers FP16 and FP32 requests; an fp32 model answers FP16 requests ----------------------
+
+@pytest.fixture(scope="module")
+def fp16_onnx(tmp_path_factory):
+    return export(ExportOptions("rednet26", input_size=SIZE, precision="fp16"),
+                  tmp_path_factory.mktemp("serve16") / "rednet26.fp16.onnx")
+
+
+@pytest.fixture(scope="module")
+def fp16_server(fp16_onnx):
+    with ServerProcess(fp16_onnx, "--max-batch", "8") as s:
+        yield s
+
+
+def _infer_as(client, x, datatype, binary):
+    inp = triton.InferInput("input", list(x.shape), datatype)
+    inp.set_data_from_numpy(x.astype(np.float16 if datatype == "FP16" else np.float32), binary_data=binary)
+    return client.infer("rednet26", [inp], outputs=[triton.InferRequestedOutput("logits", binary_data=binary)]
+                        ).as_numpy("logits")
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("datatype", ["FP16", "FP32"])
+def test_fp16_model_answers_fp16_and_fp32_requests(fp16_server, fp16_onnx, datatype, binary):
+    client = triton.InferenceServerClient(fp16_server.url.removeprefix("http://"))
+    assert client.get_model_metadata("rednet26")["inputs"][0]["datatype"] == "FP16"
+    x = sample(11, batch=3)
+    y = _infer_as(client, x, datatype, binary)
+    expected = OnnxRuntimeBackend(fp16_onnx, intra_op_threads=1)(x.astype(np.float16))
+    assert y.dtype == np.float16 and y.shape == (3, 1000)
+    # the server converts to the model's FP16 exactly as astype does, so only batch composition could differ:
+    # allow 4 fp16 ulps of the largest logit
+    np.testing.assert_allclose(y.astype(np.float32), expected.astype(np.float32), rtol=0,
+                               atol=4 * float(np.spacing(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_fp32_model_answers_fp16_requests(server, direct, binary):
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    x16 = sample(12, batch=2).astype(np.float16)
+    np.testing.assert_allclose(_infer_as(client, x16, "FP16", binary), direct(x16.astype(np.float32)),
+                               rtol=1e-5, atol=1e-6)
+
+
+# --- graceful shutdown ------------------------------------------------------------------------------------------
+
+def test_sigterm_drains_and_every_accepted_request_gets_a_response(onnx_path):
+    """After SIGTERM: readiness false at once, in-flight requests finish with 200, a request arriving on an open
+    keep-alive connection gets 503 + Connection: close (never a reset), then the server stops. A client that sent
+    a request and got no response fails the test; only a refused connection (never accepted) is not a failure."""
+    s = ServerProcess(onnx_path, "--max-batch", "4", "--max-delay-ms", "10", drain_s=5.0).wait_ready()
+    results, failures, sigterm = [], [], threading.Event()
 
     def work(seed):
+        x = sample(seed)
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                                       "data": x.ravel().tolist()}]}).encode()
         with httpx.Client(timeout=60) as client:
-            x = sample(seed)
-            body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
-                                           "data": x.ravel().tolist()}]}).encode()
-            while not stop.is_set():
+            while True:
                 try:
-                    statuses.append(client.post(f"{s.url}/v2/models/rednet26/infer", content=body).status_code)
-                except httpx.HTTPError:
-                    return  # the server stopped accepting: expected after SIGTERM
+                    r = client.post(f"{s.url}/v2/models/rednet26/infer", content=body)
+                except httpx.ConnectError:
+                    return  # refused: the listener was closed, the request never reached the server
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))  # accepted, no response
+                    return
+                results.append((seed, sigterm.is_set(), r.status_code, r.headers.get("connection")))
+                if r.status_code == 503:
+                    return  # told to go elsewhere
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    time.sleep(2.0)
-    in_flight_before = len(statuses)
-    code = s.stop(signal.SIGTERM)
-    stop.set()
+    while len(results) < 40 and not failures:
+        time.sleep(0.05)
+    sigterm.set()  # before the signal, so that every response the drain produced is seen after it
+    s.proc.send_signal(signal.SIGTERM)
+    ready, live = None, None
+    while ready != 503:  # the drain starts as soon as the signal is handled
+        ready = httpx.get(f"{s.url}/v2/health/ready", timeout=30).status_code
+    live = httpx.get(f"{s.url}/v2/health/live", timeout=30).status_code
     for t in threads:
-        t.join()
+        t.join(120)
+    code = s.stop(signal.SIGTERM)
+    assert not failures, failures
+    assert (ready, live) == (503, 200)
+    assert all(after for _, after, status, _ in results if status == 503)  # no 503 before the signal
+    assert {status for *_, status, _ in results} <= {200, 503}
+    assert all(conn == "close" for *_, status, conn in results if status == 503)
+    last = {seed: status for seed, _, status, _ in results}
+    assert sorted(last) == list(range(8)) and set(last.values()) == {503}, last  # every client was told, none cut
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is the signal's
     assert code in (0, -signal.SIGTERM) and '"event": "stopped"' in s.output()
-    assert in_flight_before > 0 and statuses and all(c == 200 for c in statuses), statuses[-20:]
