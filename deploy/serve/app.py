@@ -35,7 +35,7 @@ from .workers import WorkerCrashed, WorkerPool
 log = logging.getLogger("rednet.serve")
 OPEN_ROUTES = ("/v2/health/live", "/v2/health/ready")
 UNMATCHED_ROUTE = "unmatched"  # the metrics label of every path no route template matches
-IMAGENET_LABELS = Path(__file__).with_name("imagenet_classes.txt")  # source: imagenet_classes.md
+IMAGENET_LABELS = Path(__file__).with_name("imagenet_classes.txt")  # where it comes from: imagenet_classes.md
 
 
 @dataclass
