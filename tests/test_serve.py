@@ -3,6 +3,7 @@ FP16), batching under concurrency, bad input, tokens, image classification again
 metrics and graceful shutdown. (Attacks on memory, latency and limits: test_serve_attacks.py.)"""
 import io
 import json
+import random
 import signal
 import threading
 import time
@@ -22,11 +23,63 @@ from deploy.serve.process import ServerProcess
 pytestmark = pytest.mark.skipif(find_library("ort_ops", required=False) is None,
                                 reason="librednet_ort_ops.so not built (make plugins)")
 SIZE = 64
+RSS_BOUND = 200 << 20  # what any attack may add to the server's resident memory (server + worker processes)
+
+
+def exported(tmp_path_factory, **options) -> Path:
+    """rednet26 at SIZE, exported once per option set per session (the service test modules share them)."""
+    opts = ExportOptions("rednet26", input_size=SIZE, **options)
+    path = tmp_path_factory.getbasetemp() / "serve-models" / f"rednet26.{opts.precision}.{opts.dynamic}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(exist_ok=True)
+        export(opts, path)
+    return path
 
 
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory):
-    return export(ExportOptions("rednet26", input_size=SIZE), tmp_path_factory.mktemp("serve") / "rednet26.onnx")
+    return exported(tmp_path_factory)
+
+
+class MemoryWatch:
+    """Samples the server's RSS every 20 ms; over the bound it kills the server and remembers why."""
+
+    def __init__(self, server: ServerProcess, bound: int = RSS_BOUND):
+        self.server, self.base = server, server.rss_bytes()
+        self.limit, self.peak, self.exceeded = self.base + bound, self.base, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            rss = self.server.rss_bytes()
+            self.peak = max(self.peak, rss)
+            if rss > self.limit and not self.exceeded:
+                self.exceeded = True
+                self.server.proc.kill()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        assert not self.exceeded, (f"server RSS went from {self.base >> 20} MB to over {self.limit >> 20} MB "
+                                   f"(bound +{RSS_BOUND >> 20} MB); killed")
+
+
+def _strict_json(response: httpx.Response):
+    """The body as JSON, refusing the NaN/Infinity that Python's json would accept."""
+    def refuse(constant):
+        raise ValueError(f"invalid JSON constant {constant}")
+    return json.loads(response.text, parse_constant=refuse)
+
+
+def assert_error(response: httpx.Response, status: int, *needles: str):
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    error = _strict_json(response)["error"]
+    assert isinstance(error, str) and all(n in error for n in needles), error
 
 
 @pytest.fixture(scope="module")
@@ -182,20 +235,62 @@ def test_non_image_upload_is_400(server):
     assert r.status_code == 400 and "named 'image'" in r.json()["error"]
 
 
-def test_token_required_except_health(onnx_path):
+@pytest.fixture(scope="module")
+def token_server(onnx_path):
     with ServerProcess(onnx_path, env={"REDNET_SERVE_TOKEN": "s3cret"}) as s:
-        assert httpx.get(f"{s.url}/v2/health/live").status_code == 200
-        assert httpx.get(f"{s.url}/v2/health/ready").status_code == 200
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-            r = httpx.get(f"{s.url}/v2/models/rednet26", headers=headers)
-            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-            assert httpx.get(f"{s.url}/metrics", headers=headers).status_code == 401
-        ok = {"Authorization": "Bearer s3cret"}
-        assert httpx.get(f"{s.url}/v2/models/rednet26", headers=ok).status_code == 200
-        client = triton.InferenceServerClient(s.url.removeprefix("http://"))
-        inp = triton.InferInput("input", [1, 3, SIZE, SIZE], "FP32")
-        inp.set_data_from_numpy(sample(5))
-        assert client.infer("rednet26", [inp], headers=ok).as_numpy("logits").shape == (1, 1000)
+        yield s
+
+
+def test_token_required_except_health(token_server):
+    s = token_server
+    assert httpx.get(f"{s.url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{s.url}/v2/health/ready").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        r = httpx.get(f"{s.url}/v2/models/rednet26", headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(f"{s.url}/metrics", headers=headers).status_code == 401
+    ok = {"Authorization": "Bearer s3cret"}
+    assert httpx.get(f"{s.url}/v2/models/rednet26", headers=ok).status_code == 200
+    client = triton.InferenceServerClient(s.url.removeprefix("http://"))
+    inp = triton.InferInput("input", [1, 3, SIZE, SIZE], "FP32")
+    inp.set_data_from_numpy(sample(5))
+    assert client.infer("rednet26", [inp], headers=ok).as_numpy("logits").shape == (1, 1000)
+
+
+def test_token_scheme_is_case_insensitive_and_token_exact(token_server):
+    s = token_server
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        assert httpx.get(f"{s.url}/v2/models/rednet26", headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+    for header in ("Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "Bearer", "s3cret"):
+        assert_error(httpx.get(f"{s.url}/v2/models/rednet26", headers={"Authorization": header}), 401, "token")
+
+
+def _series(text: str) -> set[str]:
+    return {line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_metrics_series_do_not_grow_with_random_paths(token_server):
+    with MemoryWatch(token_server), httpx.Client(base_url=token_server.url, timeout=30) as client:
+        auth = {"Authorization": "Bearer s3cret"}
+        rng = random.Random(0)
+
+        def attack(n):
+            for _ in range(n):
+                path = "/" + "/".join("".join(rng.choices("abcdefghij0123456789%", k=8)) for _ in range(rng.randint(1, 4)))
+                method = rng.choice(["GET", "POST", "DELETE"])
+                client.request(method, rng.choice(["", "/v2/models/", "/v2/models/rednet26/"]) + path.lstrip("/"),
+                               headers=rng.choice([{}, auth]))
+        attack(300)  # every (route template, code) pair this mix can produce, seeded so the same each run
+        client.get("/metrics", headers=auth)  # a scrape's own series appear from the next scrape on
+        first = _series(client.get("/metrics", headers=auth).text)
+        attack(1000)
+        after = client.get("/metrics", headers=auth).text
+        assert _series(after) == first, sorted(_series(after) - first)[:10]
+        assert len(after) < 20_000, len(after)
+        routes = {line.split('route="')[1].split('"')[0] for line in after.splitlines() if 'route="' in line}
+        assert routes <= {"unmatched", "/v2/health/ready", "/v2/health/live", "/v2/models/{name}", "/v2/models/{name}/ready", "/v2/models/{name}/config",
+                          "/v2/models/{name}/infer", "/v2/models/{name}/classify", "/metrics",
+                          "/v2/models/{name}/versions/{version}"}, routes
 
 
 def test_tensorrt_service_takes_its_signature_from_the_engine_sidecar(tmp_path):
@@ -269,8 +364,7 @@ def test_model_config_for_tritonclient(server):
 
 @pytest.fixture(scope="module")
 def fp16_onnx(tmp_path_factory):
-    return export(ExportOptions("rednet26", input_size=SIZE, precision="fp16"),
-                  tmp_path_factory.mktemp("serve16") / "rednet26.fp16.onnx")
+    return exported(tmp_path_factory, precision="fp16", dynamic="all")  # also the DYNAMIC=all case
 
 
 @pytest.fixture(scope="module")
@@ -309,13 +403,24 @@ def test_fp32_model_answers_fp16_requests(server, direct, binary):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_zero_or_tiny_spatial_size_on_a_dynamic_model_is_400(fp16_server):
+    with httpx.Client(base_url=fp16_server.url, timeout=60) as client:
+        for h, w in ((0, 0), (SIZE, 0), (8, 8)):
+            body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, h, w],
+                                           "data": [0.0] * (3 * h * w)}]})
+            assert_error(client.post("/v2/models/rednet26/infer", content=body), 400, f"[1, 3, {h}, {w}]", "at least 32")
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 40, 48],
+                                       "data": [0.0] * (3 * 40 * 48)}]})
+        assert client.post("/v2/models/rednet26/infer", content=body).json()["outputs"][0]["shape"] == [1, 1000]
+
+
 # --- graceful shutdown ------------------------------------------------------------------------------------------
 
 def test_sigterm_drains_and_every_accepted_request_gets_a_response(onnx_path):
     """After SIGTERM: readiness false at once, in-flight requests finish with 200, a request arriving on an open
     keep-alive connection gets 503 + Connection: close (never a reset), then the server stops. A client that sent
     a request and got no response fails the test; only a refused connection (never accepted) is not a failure."""
-    s = ServerProcess(onnx_path, "--max-batch", "4", "--max-delay-ms", "10", drain_s=5.0).wait_ready()
+    s = ServerProcess(onnx_path, "--max-batch", "4", "--max-delay-ms", "10", drain_s=3.0).wait_ready()
     results, failures, sigterm = [], [], threading.Event()
 
     def work(seed):

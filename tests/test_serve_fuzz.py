@@ -158,7 +158,7 @@ def test_raw_bytes_never_fail_the_server(client, raw):
     _check(client.post("/v2/models/rednet26/classify", content=raw))
 
 
-def test_not_ready_until_loaded_and_warmed(tmp_path, monkeypatch):
+def test_not_ready_until_loaded_and_warmed(onnx_path, monkeypatch):
     import threading
 
     from deploy.serve import app as app_module
@@ -169,8 +169,7 @@ def test_not_ready_until_loaded_and_warmed(tmp_path, monkeypatch):
         release.wait(30)
         original(self)
     monkeypatch.setattr(app_module.ModelService, "load", slow_load)
-    path = export(ExportOptions("rednet26", input_size=SIZE), tmp_path / "m.onnx")
-    with TestClient(create_app(ServeConfig("rednet26", onnx=str(path), threads=1))) as c:
+    with TestClient(create_app(ServeConfig("rednet26", onnx=str(onnx_path), threads=1, workers=1))) as c:
         assert c.get("/v2/health/live").status_code == 200
         assert c.get("/v2/health/ready").status_code == 503
         r = c.post("/v2/models/rednet26/infer", content=b"{}")

@@ -29,7 +29,7 @@ from export.exporter import MIN_DYNAMIC_SIZE
 from ..backends import create_backend
 from .batcher import BackendError, DynamicBatcher, QueueFull
 from .images import image_to_input
-from .protocol import BINARY_HEADER, LimitExceeded, ProtocolError, TensorSpec, infer_response, parse_infer
+from .protocol import BINARY_HEADER, ProtocolError, TensorSpec, infer_response, parse_infer
 from .workers import WorkerCrashed, WorkerPool
 
 log = logging.getLogger("rednet.serve")
