@@ -141,6 +141,42 @@ def test_timed_out_and_cancelled_requests_leave_the_queue_and_are_never_computed
     assert computed == [(1, 1), (1, 1)]
 
 
+def test_a_request_cancelled_while_its_batch_fills_is_not_computed():
+    backend = GatedBackend()
+    backend.gate.set()
+
+    async def main():
+        b = DynamicBatcher(backend, max_batch=2, max_delay_ms=FOREVER_MS)
+        b.start()
+        gone = asyncio.ensure_future(b.submit(np.full((1, 1), 1.0), 60))
+        await until(lambda: b.depth == 1)
+        await until(lambda: b.depth == 0)  # taken into a batch that waits for a second sample
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        y = await b.submit(np.full((1, 1), 2.0), 60)  # fills the batch
+        await b.stop()
+        return y
+    assert run(main()).tolist() == [[2.0]]
+    assert [c[:, 0].tolist() for c in backend.calls] == [[2.0]]
+
+
+def test_a_request_that_cannot_finish_before_its_deadline_is_answered_without_computing():
+    backend = GatedBackend()
+    backend.gate.set()
+
+    async def main():
+        b = DynamicBatcher(backend, max_batch=1, max_delay_ms=0)
+        b.start()
+        b.expected_batch_s = 120.0  # as if recent batches took two minutes
+        with pytest.raises(asyncio.TimeoutError):
+            await b.submit(np.zeros((1, 1)), 60)
+        b.expected_batch_s = 0.0
+        y = await b.submit(np.ones((1, 1)), 60)
+        await b.stop()
+        return y
+    assert run(main()).tolist() == [[1.0]] and [c.tolist() for c in backend.calls] == [[[1.0]]]
+
+
 def test_backend_errors_reach_every_caller_of_the_batch():
     def broken(x):
         raise RuntimeError("device lost")
