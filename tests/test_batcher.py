@@ -16,8 +16,10 @@ class GatedBackend:
     """Records every batch; each call waits until the test opens the gate (a threading.Event: the backend runs
     on the batcher's thread)."""
 
-    def __init__(self, fn=lambda x: x.reshape(len(x), -1).sum(1, keepdims=True)):
+    def __init__(self, fn=lambda x: x.reshape(len(x), -1).sum(1, keepdims=True), open_gate=False):
         self.fn, self.calls, self.gate, self.entered = fn, [], threading.Event(), threading.Event()
+        if open_gate:
+            self.gate.set()
 
     def __call__(self, x):
         self.calls.append(x.copy())
@@ -60,8 +62,7 @@ def test_merges_queued_requests_and_returns_each_its_own():
 
 
 def test_no_window_runs_what_is_queued_at_once():
-    backend = GatedBackend()
-    backend.gate.set()
+    backend = GatedBackend(open_gate=True)
 
     async def main():
         b = DynamicBatcher(backend, max_batch=8, max_delay_ms=0)
@@ -142,8 +143,7 @@ def test_timed_out_and_cancelled_requests_leave_the_queue_and_are_never_computed
 
 
 def test_a_request_cancelled_while_its_batch_fills_is_not_computed():
-    backend = GatedBackend()
-    backend.gate.set()
+    backend = GatedBackend(open_gate=True)
 
     async def main():
         b = DynamicBatcher(backend, max_batch=2, max_delay_ms=FOREVER_MS)
@@ -161,8 +161,7 @@ def test_a_request_cancelled_while_its_batch_fills_is_not_computed():
 
 
 def test_a_request_that_cannot_finish_before_its_deadline_is_answered_without_computing():
-    backend = GatedBackend()
-    backend.gate.set()
+    backend = GatedBackend(open_gate=True)
 
     async def main():
         b = DynamicBatcher(backend, max_batch=1, max_delay_ms=0)

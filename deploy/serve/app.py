@@ -325,9 +325,12 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def worker_crashed(request: Request, exc: WorkerCrashed):
         return _error(500, str(exc))
 
-    def check_model(name: str) -> None:
+    def require_model(name: str) -> None:
         if name != config.model:
             raise HTTPException(404, f"unknown model '{name}'; this server serves '{config.model}'")
+
+    def check_model(name: str) -> None:
+        require_model(name)
         if not service.ready:
             raise HTTPException(503, "model is not ready yet" if not service.load_error else
                                 f"model failed to load: {service.load_error}", {"Retry-After": "1"})
@@ -370,22 +373,19 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str = "1"):
-        if name != config.model:
-            raise HTTPException(404, f"unknown model '{name}'; this server serves '{config.model}'")
+        require_model(name)
         return service.metadata()
 
     @app.get("/v2/models/{name}/config")
     @app.get("/v2/models/{name}/versions/{version}/config")
     async def model_config(name: str, version: str = "1"):
-        if name != config.model:
-            raise HTTPException(404, f"unknown model '{name}'; this server serves '{config.model}'")
+        require_model(name)
         return service.model_config()
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str = "1"):
-        if name != config.model:
-            raise HTTPException(404, f"unknown model '{name}'; this server serves '{config.model}'")
+        require_model(name)
         return JSONResponse({"name": name, "ready": service.serving}, status_code=200 if service.serving else 503)
 
     @app.post("/v2/models/{name}/infer")
