@@ -216,11 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="HTTP inference service (KServe v2 / Open Inference Protocol, tritonclient-compatible)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
-            Routes: /v2/health/live, /v2/health/ready, /v2/models/<model>[/ready], POST /v2/models/<model>/infer
-            (JSON tensors or the binary-tensor extension), POST /v2/models/<model>/classify (JPEG/PNG in, top-k
-            out), /metrics (Prometheus). Concurrent requests are batched up to --max-batch samples or
-            --max-delay-ms; a full queue answers 503 with Retry-After. Every setting can also come from the
-            environment as REDNET_SERVE_<SETTING> (e.g. REDNET_SERVE_TOKEN, REDNET_SERVE_PORT)."""))
+            Routes: /v2/health/live, /v2/health/ready, /v2/models/<model>[/ready|/config], POST
+            /v2/models/<model>/infer (JSON tensors or the binary-tensor extension, FP32 or FP16), POST
+            /v2/models/<model>/classify (JPEG/PNG in, top-k ImageNet class names out), /metrics (Prometheus).
+            Concurrent requests are batched up to --max-batch samples or --max-delay-ms; a full queue answers 503
+            with Retry-After. Requests over a limit (--max-body-mb, --max-request-samples, --max-image-pixels) get
+            413. SIGTERM: --drain-s of not-ready + 503 Connection: close, then a graceful stop. It logs the address
+            it listens on. Every setting can also come from the environment as REDNET_SERVE_<SETTING> (e.g.
+            REDNET_SERVE_TOKEN, REDNET_SERVE_PORT)."""))
     p.add_argument("model", help="registered model name")
     p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default=_env("backend", "onnxruntime"))
     p.add_argument("--onnx", default=_env("onnx", None), help="exported model (default artifacts/<model>.onnx)")
