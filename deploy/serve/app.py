@@ -255,15 +255,17 @@ class Guard:
             await send(message)
 
         refusal = self.refusal(scope, dict(scope["headers"]))
-        if refusal is not None:
-            await refusal(scope, receive, send_with_status)
-        else:
-            await self.app(scope, limited_receive, send_with_status)
-        seconds = time.perf_counter() - t0
-        self.metrics.requests.labels(route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(seconds)
-        log.info(json.dumps({"event": "request", "method": scope["method"], "route": route, "status": status,
-                             "ms": round(seconds * 1e3, 2)}))
+        try:
+            if refusal is not None:
+                await refusal(scope, receive, send_with_status)
+            else:
+                await self.app(scope, limited_receive, send_with_status)
+        finally:  # also when an unexpected error escapes (the outer middleware answers it with a 500)
+            seconds = time.perf_counter() - t0
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            log.info(json.dumps({"event": "request", "method": scope["method"], "route": route, "status": status,
+                                 "ms": round(seconds * 1e3, 2)}))
 
 
 def _validation_message(exc: RequestValidationError) -> str:
