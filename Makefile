@@ -68,10 +68,14 @@ parity: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [PRECISION=] [ONNX=]: PyTorc
 bench: $(VENV)/.installed  ## [THREADS=2]: op + model benchmarks on ONNX Runtime CPU -> bench/results/ort_cpu.{json,png}
 	$(CLI) bench --threads $(or $(THREADS),2)
 
-serve: $(VENV)/.installed  ## MODEL= [BACKEND=onnxruntime|tensorrt] [PORT=8000] [MAX_BATCH=] [MAX_DELAY_MS=] [HOST=] [TOKEN=]
-	$(CLI) serve $(MODEL) --backend $(or $(BACKEND),onnxruntime) --port $(or $(PORT),8000) \
-	  $(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_DELAY_MS),--max-delay-ms $(MAX_DELAY_MS)) \
-	  $(if $(HOST),--host $(HOST)) $(if $(TOKEN),--token $(TOKEN)) $(if $(ONNX),--onnx $(ONNX)) $(if $(ENGINE),--engine $(ENGINE))
+# The token never goes on a command line (ps shows those): REDNET_SERVE_TOKEN or TOKEN from the environment, or a file.
+serve: $(VENV)/.installed  ## MODEL= [BACKEND=onnxruntime|tensorrt] [PORT=8000] [MAX_BATCH=] [MAX_DELAY_MS=] [HOST=] [TOKEN_FILE=] (or REDNET_SERVE_TOKEN in the env)
+	$(if $(filter command line,$(origin TOKEN)),$(error TOKEN= on the make command line is visible in ps; \
+	  export REDNET_SERVE_TOKEN (or TOKEN) in the environment or pass TOKEN_FILE=<file>))
+	$(if $(TOKEN),REDNET_SERVE_TOKEN="$$TOKEN") $(CLI) serve $(MODEL) --backend $(or $(BACKEND),onnxruntime) \
+	  --port $(or $(PORT),8000) $(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) \
+	  $(if $(MAX_DELAY_MS),--max-delay-ms $(MAX_DELAY_MS)) $(if $(HOST),--host $(HOST)) \
+	  $(if $(TOKEN_FILE),--token-file $(TOKEN_FILE)) $(if $(ONNX),--onnx $(ONNX)) $(if $(ENGINE),--engine $(ENGINE))
 
 triton-repo: $(VENV)/.installed  ## MODEL= ENGINE= [ONNX=] [OUT=artifacts/triton]: Triton model repository on an engine
 	$(CLI) triton-repo $(MODEL) --engine $(ENGINE) $(if $(ONNX),--onnx $(ONNX)) $(if $(OUT),--out $(OUT))

@@ -116,21 +116,26 @@ def cmd_engine(args) -> int:
 def cmd_serve(args) -> int:
     import logging
 
-    import uvicorn
-
-    from .serve.app import ServeConfig, create_app
+    from .serve.app import ServeConfig
+    from .serve.server import serve
+    token = args.token
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"token file {args.token_file} is empty")
     config = ServeConfig(model=args.model, backend=args.backend, onnx=args.onnx, engine=args.engine, host=args.host,
                          port=args.port, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                          max_queue=args.max_queue, timeout_ms=args.timeout_ms,
-                         max_body_bytes=int(args.max_body_mb * (1 << 20)), token=args.token, threads=args.threads,
+                         max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                         max_request_samples=args.max_request_samples, max_image_pixels=args.max_image_pixels,
+                         workers=args.workers, drain_s=args.drain_s, token=token, threads=args.threads,
                          labels=args.labels)
     if not config.onnx_path.is_file():
         raise FileNotFoundError(f"{config.onnx_path} does not exist: run `make export MODEL={args.model}` first "
                                 f"or pass --onnx")
     _check_can_listen(config.host, config.port)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
-                timeout_graceful_shutdown=args.grace_s, access_log=False)
+    serve(config, grace_s=args.grace_s)
     return EXIT_OK
 
 
@@ -303,11 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="HTTP inference service (KServe v2 / Open Inference Protocol, tritonclient-compatible)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
-            Routes: /v2/health/live, /v2/health/ready, /v2/models/<model>[/ready], POST /v2/models/<model>/infer
-            (JSON tensors or the binary-tensor extension), POST /v2/models/<model>/classify (JPEG/PNG in, top-k
-            out), /metrics (Prometheus). Concurrent requests are batched up to --max-batch samples or
-            --max-delay-ms; a full queue answers 503 with Retry-After. Every setting can also come from the
-            environment as REDNET_SERVE_<SETTING> (e.g. REDNET_SERVE_TOKEN, REDNET_SERVE_PORT)."""))
+            Routes: /v2/health/live, /v2/health/ready, /v2/models/<model>[/ready|/config], POST
+            /v2/models/<model>/infer (JSON tensors or the binary-tensor extension, FP32 or FP16), POST
+            /v2/models/<model>/classify (JPEG/PNG in, top-k ImageNet class names out), /metrics (Prometheus).
+            Concurrent requests are batched up to --max-batch samples or --max-delay-ms; a full queue answers 503
+            with Retry-After. Requests over a limit (--max-body-mb, --max-request-samples, --max-image-pixels) get
+            413. SIGTERM: --drain-s of not-ready + 503 Connection: close, then a graceful stop. It logs the address
+            it listens on. Every setting can also come from the environment as REDNET_SERVE_<SETTING> (e.g.
+            REDNET_SERVE_TOKEN, REDNET_SERVE_PORT)."""))
     p.add_argument("model", help="registered model name")
     p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default=_env("backend", "onnxruntime"))
     p.add_argument("--onnx", default=_env("onnx", None), help="exported model (default artifacts/<model>.onnx)")
@@ -318,8 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-delay-ms", type=float, default=_env("max_delay_ms", 5.0, float), help="wait for a fuller batch")
     p.add_argument("--max-queue", type=int, default=_env("max_queue", 256, int), help="queued requests before 503")
     p.add_argument("--timeout-ms", type=float, default=_env("timeout_ms", 30000.0, float), help="per-request timeout")
-    p.add_argument("--max-body-mb", type=float, default=_env("max_body_mb", 64.0, float), help="request body limit")
-    p.add_argument("--token", default=_env("token", None), help="require 'Authorization: Bearer <token>' (not on health)")
+    p.add_argument("--max-body-mb", type=float, default=_env("max_body_mb", 64.0, float),
+                   help="request body limit, every route and encoding (default 64)")
+    p.add_argument("--max-request-samples", type=int, default=_env("max_request_samples", None, int),
+                   help="samples one request may carry (default --max-batch); more get 413")
+    p.add_argument("--max-image-pixels", type=int, default=_env("max_image_pixels", 40_000_000, int),
+                   help="pixels of one /classify upload, checked before decoding (default 40000000); more get 413")
+    p.add_argument("--workers", type=int, default=_env("workers", 2, int),
+                   help="worker processes that parse requests and decode images (default 2)")
+    p.add_argument("--drain-s", type=float, default=_env("drain_s", 2.0, float),
+                   help="after SIGTERM: seconds of not-ready + 503 Connection: close before stopping (default 2)")
+    p.add_argument("--token", default=_env("token", None),
+                   help="require 'Authorization: Bearer <token>' (not on health); visible in ps: prefer "
+                        "REDNET_SERVE_TOKEN or --token-file")
+    p.add_argument("--token-file", default=_env("token_file", None), help="read the bearer token from this file")
     p.add_argument("--threads", type=int, default=_env("threads", None, int), help="ONNX Runtime intra-op threads")
     p.add_argument("--labels", default=_env("labels", None), help="class names, one per line, for /classify")
     p.add_argument("--grace-s", type=float, default=_env("grace_s", 30.0, float), help="graceful shutdown limit")

@@ -25,9 +25,10 @@ def _metric(text: str, name: str) -> float:
     return float(next((line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")), "0"))
 
 
-def load_level(url: str, model: str, concurrency: int, requests: int, size: int) -> dict:
+def load_level(server: ServerProcess, model: str, concurrency: int, requests: int, size: int) -> dict:
     import httpx
     import tritonclient.http as triton
+    url = server.url
     before = httpx.get(f"{url}/metrics").text
     per_client = max(1, requests // concurrency)
     latencies: list[float] = []
@@ -59,7 +60,7 @@ def load_level(url: str, model: str, concurrency: int, requests: int, size: int)
     return {"concurrency": concurrency, "requests": len(lat), "errors": len(errors),
             "throughput_per_s": len(lat) / wall, "p50_ms": statistics.median(lat) * 1e3,
             "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3,
-            "mean_batch": samples / batches if batches else 0.0}
+            "mean_batch": samples / batches if batches else 0.0, "server_rss_mb": server.rss_bytes() / 2**20}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -95,11 +96,12 @@ def run(out_dir: Path, model: str = "rednet50", size: int = 224, threads: int = 
             with ServerProcess(onnx_path, *flags, "--max-queue", "1024", model=model, threads=threads) as server:
                 rows = []
                 for level in LEVELS:
-                    row = load_level(server.url, model, level, max(requests_per_level, 2 * level), size)
+                    row = load_level(server, model, level, max(requests_per_level, 2 * level), size)
                     rows.append(row)
                     progress(f"  {mode:12s} concurrency {level:3d}: {row['throughput_per_s']:6.1f} img/s, "
                              f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms, "
-                             f"mean batch {row['mean_batch']:.1f}, errors {row['errors']}")
+                             f"mean batch {row['mean_batch']:.1f}, errors {row['errors']}, "
+                             f"server RSS {row['server_rss_mb']:.0f} MiB")
                 result["modes"][mode] = rows
     path = out_dir / "serve_cpu.json"
     path.write_text(json.dumps(result, indent=2))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
@@ -20,14 +21,34 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, onnx_path, *flags, model="rednet26", env=None, threads=1):
+    def __init__(self, onnx_path, *flags, model="rednet26", env=None, threads=1, drain_s=0.3):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # the server logs a JSON line per request: a file, not a pipe nobody drains (a full pipe blocks the server)
         self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "deploy.serve", model, "--onnx", str(onnx_path),
-                                      "--port", str(self.port), "--threads", str(threads), *flags],
+                                      "--port", str(self.port), "--threads", str(threads),
+                                      "--drain-s", str(drain_s), *flags],
                                      stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and every process under it (its worker processes)."""
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        tree, frontier = {self.proc.pid}, [self.proc.pid]
+        while frontier:
+            children = [pid for pid, ppid in parents.items() if ppid == frontier[-1] and pid not in tree]
+            frontier.pop()
+            tree.update(children)
+            frontier.extend(children)
+        total = 0
+        for pid in tree:
+            with contextlib.suppress(OSError, StopIteration):
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                total += int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) * 1024
+        return total
 
     def output(self) -> str:
         self.log.seek(0)
