@@ -7,10 +7,10 @@ import pytest
 from google.protobuf import text_format
 
 from deploy.cli import main as cli
-from deploy.native import find_library
 from deploy.tensorrt_backend import Profile, make_sidecar, sidecar_path
 from deploy.triton_repo import validate_config, write_repository
 from export import ExportOptions, export
+from helpers import requires
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_tensorrt_repository(engine, tmp_path):
     assert "--backend-config=tensorrt,plugins=" in launch and os.access(out / "launch.sh", os.X_OK)
 
 
-@pytest.mark.skipif(find_library("ort_ops", required=False) is None, reason="librednet_ort_ops.so not built")
+@requires("ort_ops")
 def test_onnxruntime_variant_uses_our_op_library(engine, tmp_path):
     plan, onnx_path = engine
     out = write_repository("rednet26", plan, tmp_path / "repo", onnx_path=onnx_path, max_batch=8)
