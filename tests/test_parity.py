@@ -64,6 +64,7 @@ def test_cli_exit_code_1_and_json_when_a_backend_is_outside(tmp_path, monkeypatc
     assert "FAIL" in out and "broken" in out
     data = json.loads(report_path.read_text())
     assert data["passed"] is False and data["tolerances"] == {"max_rel": 1e-4}
+    assert {(r["batch"], r["size"]) for r in data["results"]} == {(2, 64)}  # what --batch and --size asked for
     assert data["summary"]["broken"]["max_rel"] > 1e-4 and data["skipped"] == {"tensorrt": "not here"}
     assert data["summary"]["onnxruntime-function"]["passed"] is True and data["summary"]["broken"]["passed"] is False
 
