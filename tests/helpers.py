@@ -40,6 +40,7 @@ DEPENDENCIES = {
     "tensorrt_headers": Dependency(_built("involution_trt_plugin_test",
                                           "needs TensorRT headers: make plugins TENSORRT_INCLUDE_DIR=..."), False),
     "tensorrt": Dependency(_tensorrt_missing, False),
+    "gpu": Dependency(lambda: None if torch.cuda.is_available() else "no CUDA GPU", False),
 }
 
 
