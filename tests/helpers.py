@@ -1,6 +1,60 @@
+import functools
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
 import torch
 
+from deploy.native import BUILD_DIR, find_library
 from rednet.ops import output_size
+
+# ---- what a test needs from the machine ------------------------------------------------------------------------
+# `make setup` builds or fetches some things (CI must have them: a test that needs one fails under CI=true when it
+# is missing); others CI cannot have (a GPU, TensorRT): tests that need those are skipped, naming the reason.
+# tests/conftest.py applies this to every test marked with `requires(...)` and fails any other skip under CI.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class Dependency:
+    why_missing: Callable[[], str | None]  # None when present
+    from_setup: bool  # provided by `make setup`, so CI has it
+
+
+def _built(name: str, how: str) -> Callable[[], str | None]:
+    return lambda: None if (BUILD_DIR / name).is_file() else f"{BUILD_DIR / name} is not built ({how})"
+
+
+def _tensorrt_missing() -> str | None:
+    from deploy.tensorrt_backend import unavailable_reason
+    return unavailable_reason()
+
+
+DEPENDENCIES = {
+    "ort_ops": Dependency(
+        lambda: None if find_library("ort_ops", required=False) else
+        "librednet_ort_ops.so is not built (make setup fetches the ONNX Runtime headers and builds it)", True),
+    "cpu_sweep": Dependency(_built("involution_cpu_sweep", "make setup builds it with any C++17 compiler"), True),
+    "tensorrt_headers": Dependency(_built("involution_trt_plugin_test",
+                                          "needs TensorRT headers: make plugins TENSORRT_INCLUDE_DIR=..."), False),
+    "tensorrt": Dependency(_tensorrt_missing, False),
+    "gpu": Dependency(lambda: None if torch.cuda.is_available() else "no CUDA GPU", False),
+}
+
+
+@functools.cache
+def why_missing(name: str) -> str | None:
+    return DEPENDENCIES[name].why_missing()
+
+
+def requires(*names: str) -> pytest.MarkDecorator:
+    """Mark a test as needing these DEPENDENCIES (see tests/conftest.py for what happens when one is missing)."""
+    unknown = set(names) - set(DEPENDENCIES)
+    assert not unknown, f"unknown dependencies {unknown}; known: {sorted(DEPENDENCIES)}"
+    return pytest.mark.requires(*names)
+
 
 
 def unfold_involution(x, weight, kernel_size, stride, padding, dilation, groups):
@@ -11,6 +65,69 @@ def unfold_involution(x, weight, kernel_size, stride, padding, dilation, groups)
     cols = cols.view(n, groups, c // groups, kernel_size ** 2, ho, wo)
     taps = weight.double().view(n, groups, 1, kernel_size ** 2, ho, wo)
     return (cols * taps).sum(dim=3).view(n, c, ho, wo)
+
+
+# ---- rounding-error bounds -------------------------------------------------------------------------------------
+# Each output element is an inner product of at most K² terms. Accumulated in a precision with unit roundoff u (any
+# order, with or without fused multiply-add), |fl(Σ w·x) − Σ w·x| ≤ γ_m · Σ|w|·|x| with γ_m = m·u / (1 − m·u), m = K²
+# (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., §3.1, eq. 3.5). Rounding that result once more
+# to a narrower output type adds at most u_out·|ŷ| + η_out, η_out being half the smallest subnormal of that type.
+# The bound is computed per element from the inputs' magnitudes, so it is tight where the terms cancel; an
+# implementation that rounds partial sums or products to fp16 misses it there by orders of magnitude.
+# The contract (spec/Involution.yaml) accumulates fp16/bf16 in fp32, everything else in its own type.
+ACCUMULATION = {torch.float16: torch.float32, torch.bfloat16: torch.float32,
+                torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """u = 2^-p for round-to-nearest with p significand bits (torch's eps is 2^(1-p))."""
+    return torch.finfo(dtype).eps / 2
+
+
+def half_smallest_subnormal(dtype: torch.dtype) -> float:
+    """The largest absolute rounding error in the subnormal range of ``dtype``."""
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps / 2
+
+
+def gamma(m: int, dtype: torch.dtype) -> float:
+    mu = m * unit_roundoff(dtype)
+    assert mu < 1, f"γ_{m} undefined for {dtype}"
+    return mu / (1 - mu)
+
+
+def _as_tensor(a) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+
+
+def involution_error_bound(x, weight, attrs, output_dtype: torch.dtype, accumulation_dtype: torch.dtype):
+    """(fp64 oracle, elementwise bound on |computed − oracle|) for the op computed from exactly these inputs."""
+    x, weight = _as_tensor(x), _as_tensor(weight)
+    taps = attrs[0] ** 2
+    ref = unfold_involution(x, weight, *attrs)
+    magnitude = unfold_involution(x.abs(), weight.abs(), *attrs)  # Σ|w|·|x| per output element
+    accumulation = gamma(taps, accumulation_dtype) * magnitude
+    oracle = gamma(taps, torch.float64) * magnitude  # the fp64 oracle's own rounding
+    bound = accumulation + oracle
+    if output_dtype != accumulation_dtype:
+        bound = bound + unit_roundoff(output_dtype) * (ref.abs() + bound) + half_smallest_subnormal(output_dtype)
+    return ref, bound
+
+
+def assert_within_rounding_bound(y, x, weight, attrs, accumulation_dtype: torch.dtype | None = None):
+    """``y`` (the op's output for exactly these x, weight) equals the fp64 oracle within the rounding bound of
+    accumulating in ``accumulation_dtype`` (the contract's choice for y's type by default)."""
+    y = _as_tensor(y)
+    accumulation_dtype = accumulation_dtype or ACCUMULATION[y.dtype]
+    ref, bound = involution_error_bound(x, weight, attrs, y.dtype, accumulation_dtype)
+    assert y.shape == ref.shape, (tuple(y.shape), tuple(ref.shape))
+    error = (y.double() - ref).abs()
+    outside = error > bound
+    worst = int((error - bound).argmax())
+    assert not outside.any(), (
+        f"{int(outside.sum())} of {error.numel()} elements outside the {y.dtype} rounding bound; worst at flat index "
+        f"{worst}: |error| {float(error.flatten()[worst]):.3g} > bound {float(bound.flatten()[worst]):.3g} "
+        f"(|y| {float(ref.flatten()[worst].abs()):.3g})")
 
 
 def random_inputs(n, c, h, w, kernel_size, stride, padding, dilation, groups, dtype=torch.float32, seed=0):

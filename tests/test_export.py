@@ -1,4 +1,5 @@
 """ONNX export: one rednet::Involution node per involution, portable function body, shapes, metadata, fp16."""
+import functools
 import json
 
 import numpy as np
@@ -10,8 +11,11 @@ import torch
 
 import rednet
 from deploy.cli import main as cli
+from deploy.ort_session import create_session
 from export import DOMAIN, ExportOptions, count_involutions, export, function_body, to_onnx
-from helpers import randomise
+from export.involution_onnx import TRANSLATIONS
+from helpers import assert_within_rounding_bound, randomise, random_inputs, requires
+from rednet.ops import involution
 
 DEPTHS = {"rednet26": 9, "rednet38": 13, "rednet50": 17, "rednet101": 34, "rednet152": 51}
 
@@ -120,14 +124,13 @@ def _single_node_model(kernel_size=3, stride=2, padding=1, dilation=1, groups=2,
 @pytest.mark.parametrize("attrs", [dict(), dict(kernel_size=5, stride=1, padding=4, dilation=2, groups=4),
                                    dict(kernel_size=7, stride=2, padding=3, groups=1, h=11, w=13)])
 def test_onnx_reference_runs_the_function_body(attrs):
-    from helpers import random_inputs, unfold_involution
     proto = _single_node_model(**attrs)
     onnx.checker.check_model(proto, full_check=True)
     k = attrs.get("kernel_size", 3)
     args = (k, attrs.get("stride", 2), attrs.get("padding", 1), attrs.get("dilation", 1), attrs.get("groups", 2))
     x, weight = random_inputs(2, 32, attrs.get("h", 9), attrs.get("w", 8), *args)
     (y,) = onnx.reference.ReferenceEvaluator(proto).run(None, {"x": x.numpy(), "weight": weight.numpy()})
-    np.testing.assert_allclose(y, unfold_involution(x, weight, *args).numpy(), rtol=1e-5, atol=1e-5)
+    assert_within_rounding_bound(y, x, weight, args)
 
 
 def test_onnx_reference_runs_an_exported_involution_layer():
@@ -150,6 +153,51 @@ def test_onnx_reference_runs_an_exported_involution_layer():
     (y,) = onnx.reference.ReferenceEvaluator(proto).run(None, {proto.graph.input[0].name: x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(y, layer(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+class BareOp(torch.nn.Module):
+    """Only the op, with attributes RedNet never uses, as the exporter's translation sees it."""
+
+    def __init__(self, attrs):
+        super().__init__()
+        self.attrs = attrs
+
+    def forward(self, x, weight):
+        return involution(x, weight, *self.attrs)
+
+
+# (kernel_size, stride, padding, dilation, groups), (N, C, H, W): each attribute off its default and off RedNet's
+# values, all five distinct within a case so that one written in another's place changes the result
+ATTRIBUTE_CASES = [((3, 2, 4, 5, 6), (2, 12, 13, 10)), ((5, 3, 0, 2, 4), (1, 8, 14, 17)),
+                   ((7, 1, 2, 3, 5), (1, 10, 16, 19))]
+OP_BACKENDS = ["onnx.reference", "onnxruntime-function", pytest.param("onnxruntime", marks=requires("ort_ops"))]
+
+
+@functools.cache
+def exported_op(attrs, shape):
+    """The exported one-op program (function body attached) and the inputs it was traced with."""
+    x, weight = random_inputs(*shape, *attrs)
+    proto = torch.onnx.export(BareOp(attrs), (x, weight), dynamo=True, verbose=False,
+                              custom_translation_table=TRANSLATIONS).model_proto
+    proto.functions.append(function_body())
+    return proto, x, weight
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("attrs,shape", ATTRIBUTE_CASES, ids=lambda v: "x".join(map(str, v)))
+def test_translation_keeps_every_attribute(attrs, shape, backend):
+    """torch op → translation → node (+ function body) → each ONNX backend, against the fp64 unfold oracle."""
+    proto, x, weight = exported_op(attrs, shape)
+    (node,) = [n for n in proto.graph.node if n.op_type == "Involution"]
+    written = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert written == {**dict(zip(("kernel_size", "stride", "padding", "dilation", "groups"), attrs)),
+                       "plugin_version": b"1", "plugin_namespace": b""}
+    feeds = dict(zip((i.name for i in proto.graph.input), (x.numpy(), weight.numpy())))
+    if backend == "onnx.reference":
+        (y,) = onnx.reference.ReferenceEvaluator(proto).run(None, feeds)
+    else:
+        (y,) = create_session(proto, custom_ops=backend == "onnxruntime").run(None, feeds)
+    assert_within_rounding_bound(y, x, weight, attrs)
 
 
 @pytest.mark.parametrize("opset", [20, 21])

@@ -1,8 +1,10 @@
 """RedNet models: structure vs the official layouts, size, FLOPs, shapes, and equality with the official forward."""
+import math
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import rednet
 from rednet.models.layers import Involution
@@ -10,7 +12,8 @@ from helpers import randomise, unfold_involution
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 CLASSIFIERS = ["rednet26", "rednet38", "rednet50", "rednet101", "rednet152"]
-# Paper table (params, M) and multiply-adds at 224×224 measured on the official code (G).
+# (params in M, multiply-adds at 224×224 in G): params from the official README / paper table; multiply-adds are
+# conv + linear + involution as rednet.count_macs counts them. Sources and cross-checks: data/reference/README.md.
 PAPER = {"rednet26": (9.23, 1.685), "rednet38": (12.39, 2.167), "rednet50": (15.54, 2.649),
          "rednet101": (25.65, 4.659), "rednet152": (33.99, 6.679)}
 
@@ -69,11 +72,18 @@ def test_unknown_model_lists_available():
 
 
 def official_involution_forward(self, x):
-    """The official module's forward verbatim in spirit: floor-mode AvgPool2d(stride) + nn.Unfold."""
-    pooled = torch.nn.functional.avg_pool2d(x, self.stride, self.stride) if self.stride > 1 else x
-    weight = self.conv2(self.conv1(pooled))
-    return unfold_involution(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1,
-                             self.groups).to(x.dtype)
+    """The official module's forward (d-li14/involution, det/mmdet/models/utils/involution_naive.py) in functional
+    ops on the layer's parameters, found by the official key names, so it shares no code with our layer: floor-mode
+    AvgPool2d(stride) → 1×1 conv → BN (mmcv's default eps 1e-5) → ReLU → 1×1 conv with bias → unfold, multiply, sum
+    with group_channels=16, K=kernel_size, padding (K−1)/2."""
+    params = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+    pooled = F.avg_pool2d(x, self.stride, self.stride) if self.stride > 1 else x
+    reduced = F.conv2d(pooled, params["conv1.conv.weight"])
+    reduced = F.relu(F.batch_norm(reduced, params["conv1.bn.running_mean"], params["conv1.bn.running_var"],
+                                  params["conv1.bn.weight"], params["conv1.bn.bias"], training=False, eps=1e-5))
+    weight = F.conv2d(reduced, params["conv2.conv.weight"], params["conv2.conv.bias"])
+    k = math.isqrt(params["conv2.conv.weight"].shape[0] // (x.shape[1] // 16))
+    return unfold_involution(x, weight, k, self.stride, (k - 1) // 2, 1, x.shape[1] // 16).to(x.dtype)
 
 
 @pytest.mark.parametrize("name", ["rednet26", "rednet50_detseg"])

@@ -6,21 +6,28 @@ import pytest
 
 from deploy import parity
 from deploy.cli import main as cli
-from deploy.native import find_library
+from deploy.tensorrt_backend import unavailable_reason
+from helpers import requires
 
 DEPTHS = ["rednet26", "rednet38", "rednet50", "rednet101", "rednet152"]
-needs_lib = pytest.mark.skipif(find_library("ort_ops", required=False) is None,
-                               reason="librednet_ort_ops.so not built (make plugins)")
 
 
-@needs_lib
+@requires("ort_ops")
 @pytest.mark.parametrize("name", DEPTHS)
 def test_every_depth_within_fp32_tolerance(name):
+    """Every backend present gets a row per (batch, size): TensorRT too where it and a GPU exist, else the report
+    names why it is absent."""
     report = parity.run_parity(name, batches=(1, 3), sizes=(224, 161))
-    assert {r.backend for r in report.results} == {"onnxruntime", "onnxruntime-function"}
-    assert len(report.results) == 8
+    expected = {"onnxruntime", "onnxruntime-function"}
+    tensorrt_missing = unavailable_reason()
+    if tensorrt_missing is None:
+        expected.add("tensorrt")
+        assert "tensorrt" not in report.skipped
+    else:
+        assert report.skipped == {"tensorrt": tensorrt_missing}
+    assert sorted(r.backend for r in report.results) == sorted(list(expected) * 4)
+    assert {(r.batch, r.size) for r in report.results} == {(1, 224), (1, 161), (3, 224), (3, 161)}
     assert report.passed, report.table()
-    assert report.skipped.get("tensorrt")  # and it says why
 
 
 class Broken:
@@ -45,8 +52,10 @@ def test_verdict_uses_the_tolerances():
 
 
 def test_cli_exit_code_1_and_json_when_a_backend_is_outside(tmp_path, monkeypatch, capsys):
+    """One backend within tolerance, one outside: the verdict is the worst row's."""
     def broken_backends(onnx_path, precision, engine=None, tf32=False):
-        return [Broken(parity.OnnxRuntimeBackend(onnx_path, custom_ops=False), 1e-3)], {"tensorrt": "not here"}
+        function_body = parity.OnnxRuntimeBackend(onnx_path, custom_ops=False)
+        return [function_body, Broken(function_body, 1e-3)], {"tensorrt": "not here"}
     monkeypatch.setattr(parity, "parity_backends", broken_backends)
     report_path = tmp_path / "r.json"
     code = cli(["parity", "rednet26", "--batch", "2", "--size", "64", "--report", str(report_path)])
@@ -55,7 +64,9 @@ def test_cli_exit_code_1_and_json_when_a_backend_is_outside(tmp_path, monkeypatc
     assert "FAIL" in out and "broken" in out
     data = json.loads(report_path.read_text())
     assert data["passed"] is False and data["tolerances"] == {"max_rel": 1e-4}
+    assert {(r["batch"], r["size"]) for r in data["results"]} == {(2, 64)}  # what --batch and --size asked for
     assert data["summary"]["broken"]["max_rel"] > 1e-4 and data["skipped"] == {"tensorrt": "not here"}
+    assert data["summary"]["onnxruntime-function"]["passed"] is True and data["summary"]["broken"]["passed"] is False
 
 
 def test_onnx_from_other_weights_is_refused(tmp_path, capsys):

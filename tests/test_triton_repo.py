@@ -9,10 +9,10 @@ import pytest
 from google.protobuf import text_format
 
 from deploy.cli import main as cli
-from deploy.native import find_library
 from deploy.tensorrt_backend import Profile, make_sidecar, onnx_involution_count, sidecar_path
 from deploy.triton_repo import validate_config, write_repository
 from export import ExportOptions, export
+from helpers import requires
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_existing_repository_is_replaced_whole(engine, tmp_path):
     assert validate_config((out / "models/rednet26/config.pbtxt").read_text()).max_batch_size == 8
 
 
-@pytest.mark.skipif(find_library("ort_ops", required=False) is None, reason="librednet_ort_ops.so not built")
+@requires("ort_ops")
 def test_onnxruntime_variant_uses_our_op_library(engine, tmp_path):
     plan, onnx_path = engine
     out = write_repository("rednet26", plan, tmp_path / "repo", onnx_path=onnx_path, max_batch=8)

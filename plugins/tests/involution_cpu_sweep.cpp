@@ -44,14 +44,18 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   std::vector<float> x(n * c * h * w), weight(w_dims[0] * w_dims[1] * ho * wo), y(n * c * ho * wo);
   for (auto& v : x) v = dist(rng);
   for (auto& v : weight) v = dist(rng);
-  const auto ref = rednet::testing::ReferenceInvolution(x, weight, a, s);
-  double scale = 1e-30;
-  for (double v : ref) scale = std::max(scale, std::abs(v));
+  using rednet::testing::kFloat16;
+  using rednet::testing::kFloat32;
+  using rednet::testing::WorstExcess;
+  const int64_t taps = a.kernel_size * a.kernel_size;
+  const auto ref = rednet::testing::EvaluateReference(x, weight, a, s);
+  // each check: the largest error as a multiple of the rounding bound of fp32 accumulation (reference.h)
+  auto check = [&](double excess, const std::string& what) {
+    Expect(excess <= 1, name + " " + what + ": error " + std::to_string(excess) + "x the fp32-accumulation bound");
+  };
 
   rednet::InvolutionCpuF32(x.data(), weight.data(), y.data(), a, s, 0, rednet::InvolutionCpuWorkItems(a, s));
-  double err32 = 0;
-  for (size_t i = 0; i < y.size(); ++i) err32 = std::max(err32, std::abs(y[i] - ref[i]) / scale);
-  Expect(err32 <= 1e-5, name + " fp32 max rel error " + std::to_string(err32));
+  check(WorstExcess([&](size_t i) { return y[i]; }, ref, taps, kFloat32, nullptr), "CPU fp32");
 
   // the CUDA kernel's body, one "thread" per output pixel of a group
   const rednet::InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
@@ -60,9 +64,7 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   for (int64_t idx = 0; idx < p.total; ++idx)
     rednet::InvolutionPixel(x.data(), weight.data(), y_cuda.data(), p, idx, [](const float* v) { return *v; },
                             [](float* dst, float v) { *dst = v; });
-  double err_cuda = 0;
-  for (size_t i = 0; i < y.size(); ++i) err_cuda = std::max(err_cuda, std::abs(y_cuda[i] - ref[i]) / scale);
-  Expect(err_cuda <= 1e-5, name + " CUDA kernel body (host build) max rel error " + std::to_string(err_cuda));
+  check(WorstExcess([&](size_t i) { return y_cuda[i]; }, ref, taps, kFloat32, nullptr), "CUDA kernel body (host) fp32");
 
   std::vector<uint16_t> xh(x.size()), wh(weight.size()), yh(y.size());
   for (size_t i = 0; i < x.size(); ++i) xh[i] = rednet::FloatToHalf(x[i]);
@@ -70,11 +72,17 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   std::vector<float> xr(x.size()), wr(weight.size());
   for (size_t i = 0; i < x.size(); ++i) xr[i] = rednet::HalfToFloat(xh[i]);
   for (size_t i = 0; i < weight.size(); ++i) wr[i] = rednet::HalfToFloat(wh[i]);
-  const auto ref16 = rednet::testing::ReferenceInvolution(xr, wr, a, s);  // same rounded inputs: only output rounding remains
+  const auto ref16 = rednet::testing::EvaluateReference(xr, wr, a, s);  // the same rounded inputs
   rednet::InvolutionCpuF16(xh.data(), wh.data(), yh.data(), a, s, 0, rednet::InvolutionCpuWorkItems(a, s));
-  double err16 = 0;
-  for (size_t i = 0; i < yh.size(); ++i) err16 = std::max(err16, std::abs(rednet::HalfToFloat(yh[i]) - ref16[i]) / scale);
-  Expect(err16 <= 1e-3, name + " fp16 max rel error " + std::to_string(err16));
+  check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh[i]); }, ref16, taps, kFloat32, &kFloat16), "CPU fp16");
+
+  std::vector<uint16_t> yh_cuda(y.size(), 0x7e00);  // NaN until written
+  for (int64_t idx = 0; idx < p.total; ++idx)
+    rednet::InvolutionPixel(xh.data(), wh.data(), yh_cuda.data(), p, idx,
+                            [](const uint16_t* v) { return rednet::HalfToFloat(*v); },
+                            [](uint16_t* dst, float v) { *dst = rednet::FloatToHalf(v); });
+  check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh_cuda[i]); }, ref16, taps, kFloat32, &kFloat16),
+        "CUDA kernel body (host) fp16");
 }
 
 void ExpectRejected(const int64_t* x, size_t xr, const int64_t* w, size_t wr, InvolutionAttrs a, const std::string& needle) {
@@ -133,7 +141,7 @@ int main() {
   const int64_t x_neg[4] = {1, 32, -3, 9};
   ExpectRejected(x_neg, 4, w_ok, 4, {3, 1, 1, 1, 2}, "negative");
 
-  std::printf("involution_cpu_sweep: %d cases (CPU kernel fp32/fp16, CUDA kernel body) + 12 rejections, %d failures\n",
+  std::printf("involution_cpu_sweep: %d cases (CPU kernel and CUDA kernel body, fp32/fp16) + 12 rejections, %d failures\n",
               cases, failures);
   return failures == 0 ? 0 : 1;
 }

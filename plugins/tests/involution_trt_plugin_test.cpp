@@ -154,6 +154,71 @@ void ExpectRejected(InvolutionPluginCreator& creator, const PluginFieldCollectio
          "rejection reason should mention '" + needle + "', logged '" + g_finder.logger.last_error + "'");
 }
 
+// Every attribute lands in its own slot: for attribute sets with each value off its default and all five distinct
+// (one read into another's place changes the plugin), through every integer field type the parser takes, in the
+// exporter's order and reversed, with the ONNX routing attributes among them. The plugin made from the fields
+// serialises the same values under the same names, and its output shape follows the contract's shape rule,
+// written out here rather than taken from involution_contract.h.
+void CheckEveryAttributeParsed(InvolutionPluginCreator& creator) {
+  const char* names[] = {"kernel_size", "stride", "padding", "dilation", "groups"};
+  const char version[] = "1", name_space[] = "";
+  for (const InvolutionAttrs& a : {InvolutionAttrs{3, 2, 4, 5, 6}, InvolutionAttrs{5, 3, 0, 2, 4},
+                                   InvolutionAttrs{7, 1, 2, 3, 5}, InvolutionAttrs{9, 4, 6, 1, 3}}) {
+    const int64_t values[5] = {a.kernel_size, a.stride, a.padding, a.dilation, a.groups};
+    const std::string label = "K" + std::to_string(a.kernel_size) + " s" + std::to_string(a.stride) + " p" +
+                              std::to_string(a.padding) + " d" + std::to_string(a.dilation) + " g" +
+                              std::to_string(a.groups);
+    int8_t v8[5];
+    int16_t v16[5];
+    int32_t v32[5];
+    int64_t v64[5];
+    for (int i = 0; i < 5; ++i) v8[i] = int8_t(values[i]), v16[i] = int16_t(values[i]), v32[i] = int32_t(values[i]), v64[i] = values[i];
+    const std::pair<PluginFieldType, const void*> storages[] = {{PluginFieldType::kINT8, v8}, {PluginFieldType::kINT16, v16},
+                                                                 {PluginFieldType::kINT32, v32}, {PluginFieldType::kINT64, v64}};
+    for (const auto& [type, data] : storages)
+      for (bool reversed : {false, true}) {
+        const size_t width = type == PluginFieldType::kINT8 ? 1 : type == PluginFieldType::kINT16 ? 2 : type == PluginFieldType::kINT32 ? 4 : 8;
+        std::vector<PluginField> fields;
+        for (int j = 0; j < 5; ++j) {
+          const int i = reversed ? 4 - j : j;
+          fields.emplace_back(names[i], static_cast<const char*>(data) + i * width, type, 1);
+          if (j == 2) fields.emplace_back("plugin_version", version, PluginFieldType::kCHAR, 1);
+        }
+        fields.emplace_back("plugin_namespace", name_space, PluginFieldType::kCHAR, 0);
+        PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
+        const std::string what = label + " from fields of type " + std::to_string(int(type)) + (reversed ? ", reversed" : "");
+        auto plugin = Create(creator, &fc);
+        Expect(plugin != nullptr && SameAttrs(plugin->attrs(), a), what + ": parsed attributes");
+        if (!plugin) continue;
+
+        const PluginFieldCollection* out = plugin->getFieldsToSerialize();
+        int matched = 0;
+        for (int f = 0; f < out->nbFields; ++f)
+          for (int i = 0; i < 5; ++i)
+            if (std::strcmp(out->fields[f].name, names[i]) == 0 && out->fields[f].type == PluginFieldType::kINT32 &&
+                *static_cast<const int32_t*>(out->fields[f].data) == values[i])
+              ++matched;
+        Expect(matched == 5, what + ": serialised fields carry the same values under the same names");
+
+        Builder builder;
+        DimsExprs in[2];
+        in[0].nbDims = 4;
+        in[0].d[0] = builder.Make([](const Env& e) { return e.n; }, false);
+        in[0].d[1] = builder.constant(8 * a.groups);
+        in[0].d[2] = builder.Make([](const Env& e) { return e.h; }, false);
+        in[0].d[3] = builder.Make([](const Env& e) { return e.w; }, false);
+        in[1] = in[0];
+        DimsExprs shape[1];
+        Expect(plugin->getOutputShapes(in, 2, nullptr, 0, shape, 1, builder) == 0, what + ": getOutputShapes");
+        const Env env{2, 61, 40};
+        auto rule = [&](int64_t size) { return (size + 2 * a.padding - a.dilation * (a.kernel_size - 1) - 1) / a.stride + 1; };
+        Expect(static_cast<const Expr*>(shape[0].d[2])->Eval(env) == rule(env.h) &&
+                   static_cast<const Expr*>(shape[0].d[3])->Eval(env) == rule(env.w),
+               what + ": output shape by the shape rule");
+      }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -185,6 +250,8 @@ int main() {
     auto p64 = Create(creator, &fc);
     Expect(p64 != nullptr && SameAttrs(p64->attrs(), {5, 1, 2, 1, 2}), "create from int64 fields + routing attribute");
   }
+
+  CheckEveryAttributeParsed(creator);
 
   // rejections with a reason naming the value
   Fields even = Valid(4);
