@@ -31,9 +31,10 @@ test: $(VENV)/.installed  ## run the whole test suite (pytest, then the sanitize
 	$(PY) -m pytest -q
 	@$(MAKE) --no-print-directory asan-test
 
-export: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [OUT=] [PRECISION=fp32|fp16] [DYNAMIC=batch|all] [OPSET=]
+export: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [OUT=] [PRECISION=fp32|fp16] [DYNAMIC=batch|all] [OPSET=] [INLINE=1]
 	$(CLI) export $(MODEL) --precision $(PRECISION) --dynamic $(DYNAMIC) \
-	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(OUT),--out $(OUT)) $(if $(OPSET),--opset $(OPSET))
+	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(OUT),--out $(OUT)) $(if $(OPSET),--opset $(OPSET)) \
+	  $(if $(INLINE),--inline-function)
 
 plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, CUDA kernels, TensorRT plugin)
 	@mkdir -p $(BUILD); ort_root=$$(plugins/cmake/fetch_onnxruntime_headers.sh $(ORT_HEADERS_DIR)) || ort_root=; \
