@@ -51,6 +51,9 @@ class Involution(nn.Module):
     has the op's output size (ceil(H/stride)); at even sizes this is exactly the official floor-mode pool.
     """
 
+    # the registered op; an instance may use rednet.ops.involution_strided instead, which torch.compile can fuse
+    op = staticmethod(involution)
+
     def __init__(self, channels: int, kernel_size: int, stride: int, reduction_ratio: int = 4,
                  group_channels: int = 16):
         super().__init__()
@@ -65,7 +68,7 @@ class Involution(nn.Module):
 
     def forward(self, x):
         weight = self.conv2(self.conv1(self.avgpool(x)))
-        return involution(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1, self.groups)
+        return self.op(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1, self.groups)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, groups={self.groups}"

@@ -46,15 +46,17 @@ def _check_dtypes(x: torch.Tensor, weight: torch.Tensor) -> None:
         raise ValueError(f"involution: dtype {x.dtype} is not a floating-point type")
 
 
-@torch.library.custom_op("rednet::involution", mutates_args=())
-def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
-               dilation: int, groups: int) -> torch.Tensor:
-    """Apply involution (see module docstring for the contract). Raises ValueError on bad input."""
-    n, c, out_h, out_w = check_shapes(x.shape, weight.shape, _attrs(kernel_size, stride, padding, dilation, groups))
-    _check_dtypes(x, weight)
+def involution_strided(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
+                       dilation: int, groups: int) -> torch.Tensor:
+    """The op in plain PyTorch: K² multiply-adds of strided views of the padded input (no validation).
+
+    The body of ``rednet::involution``; also what ``torch.compile`` can trace through and fuse (the custom op
+    is opaque to it), so benchmarks compare against it as the best pure-PyTorch formulation.
+    """
+    n, c, h, w = x.shape
+    out_h, out_w = weight.shape[2:]
     acc = _accumulation_dtype(x.dtype)
     k = kernel_size
-    h, w = x.shape[2:]
     x_pad = F.pad(x.to(acc), (padding,) * 4).view(n, groups, c // groups, h + 2 * padding, w + 2 * padding)
     taps = weight.to(acc).view(n, groups, 1, k * k, out_h, out_w)
     out = torch.zeros((n, groups, c // groups, out_h, out_w), dtype=acc, device=x.device)
@@ -62,6 +64,15 @@ def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: 
         for kw in range(k):
             out.addcmul_(x_pad[_tap_window(kh, kw, out_h, out_w, stride, dilation)], taps[:, :, :, kh * k + kw])
     return out.view(n, c, out_h, out_w).to(x.dtype)
+
+
+@torch.library.custom_op("rednet::involution", mutates_args=())
+def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
+               dilation: int, groups: int) -> torch.Tensor:
+    """Apply involution (see module docstring for the contract). Raises ValueError on bad input."""
+    check_shapes(x.shape, weight.shape, _attrs(kernel_size, stride, padding, dilation, groups))
+    _check_dtypes(x, weight)
+    return involution_strided(x, weight, kernel_size, stride, padding, dilation, groups)
 
 
 @involution.register_fake
