@@ -1,7 +1,8 @@
 """CPU benchmarks on ONNX Runtime.
 
 op:    every distinct involution shape of RedNet-50 (224×224): our kernel (single-node model, our library), the
-       PyTorch op, and the portable function body (ONNX Runtime without our library), as effective GB/s
+       PyTorch op (on our kernel when librednet_torch_ops is built), its strided PyTorch formulation, and the
+       portable function body (ONNX Runtime without our library), as effective GB/s
        (bytes of x + weight read and y written / time) next to a copy of the same input bytes (read + written)
        measured in the same run with the same thread count. Because these tensors sit in cache and the op does
        K² multiply-adds per output, the op is compute-bound on a CPU: the report also gives its GMAC/s next to an
@@ -80,6 +81,7 @@ def bench_op(threads: int, batch: int, repeats: int, progress: Callable[[str], N
         timings = {
             "ours": measure(lambda: ours.run(None, feeds), repeats, min_seconds=0.2),
             "torch_op": measure(lambda: rednet.ops.involution(tx, tw, *attrs), repeats, min_seconds=0.2),
+            "torch_strided": measure(lambda: rednet.ops.involution_strided(tx, tw, *attrs), repeats, min_seconds=0.2),
             "function_body": measure(lambda: body.run(None, feeds), repeats),
             "copy": measure(lambda: dst.copy_(src), repeats, min_seconds=0.2),
         }
@@ -93,8 +95,8 @@ def bench_op(threads: int, batch: int, repeats: int, progress: Callable[[str], N
         rows.append(row)
         progress(f"  op x{tuple(x.shape)} K{attrs[0]} s{attrs[1]}: ours {row['ms']['ours']:.3f} ms "
                  f"({row['gb_per_s']['ours']:.1f} GB/s, {row['fraction_of_copy']:.0%} of copy, "
-                 f"{row['gmac_per_s_ours']:.1f} GMAC/s), torch "
-                 f"{row['ms']['torch_op']:.3f} ms, function body {row['ms']['function_body']:.3f} ms")
+                 f"{row['gmac_per_s_ours']:.1f} GMAC/s), torch op "
+                 f"{row['ms']['torch_op']:.3f} ms, strided {row['ms']['torch_strided']:.3f} ms, function body {row['ms']['function_body']:.3f} ms")
     return rows
 
 
@@ -216,9 +218,10 @@ def plot(result: dict, path: Path) -> None:
     ops = result["op"]
     labels = [f"{r['x'][1]}×{r['x'][2]}² s{r['stride']}" for r in ops]
     idx = np.arange(len(ops))
-    for i, (key, name) in enumerate([("copy", "copy (same bytes)"), ("ours", "ours (ORT op)"),
-                                     ("torch_op", "PyTorch op"), ("function_body", "ONNX function body")]):
-        ax1.bar(idx + (i - 1.5) * 0.2, [r["gb_per_s"][key] for r in ops], 0.2, label=name)
+    series = [("copy", "copy (same bytes)"), ("ours", "ours (ORT op)"), ("torch_op", "PyTorch op"),
+              ("torch_strided", "PyTorch strided formulation"), ("function_body", "ONNX function body")]
+    for i, (key, name) in enumerate(series):
+        ax1.bar(idx + (i - (len(series) - 1) / 2) * 0.16, [r["gb_per_s"][key] for r in ops], 0.16, label=name)
     ax1.set_xticks(idx, labels, rotation=20)
     ax1.set_ylabel("effective GB/s (log)")
     ax1.set_yscale("log")

@@ -9,12 +9,16 @@ Contract (spec/Involution.yaml)::
     y[n,c,ho,wo] = sum_{kh,kw} weight[n, g*K*K+kh*K+kw, ho, wo] * x[n, c, ho*stride+kh*dilation-padding, ...]
     with g = c // (C/G), zero padding.
 
-The implementation walks the K*K kernel taps and accumulates strided views of the padded input,
-so memory grows with the output, never with K*K times the input (as unfold does). fp16/bf16 are
-accumulated in fp32. A fake kernel gives shapes to torch.export / torch.compile, and an autograd
+On the CPU in fp32/fp16 the op runs the project's C++ kernel (plugins/torch, on PyTorch's thread pool) when
+`make plugins` has built it. Elsewhere, and as the fallback, it walks the K*K kernel taps and accumulates strided
+views of the padded input, so memory grows with the output, never with K*K times the input (as unfold does).
+fp16/bf16 are accumulated in fp32 either way. A fake kernel gives shapes to torch.export / torch.compile, and an autograd
 formula makes the op trainable.
 """
 from __future__ import annotations
+
+import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +27,7 @@ from torch.utils.flop_counter import register_flop_formula
 from .spec import check_shapes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_NATIVE_CPU_DTYPES = (torch.float32, torch.float16)  # what the C++ kernel computes (fp32 accumulation)
 
 
 def _attrs(kernel_size, stride, padding, dilation, groups) -> dict:
@@ -66,12 +71,30 @@ def involution_strided(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, 
     return out.view(n, c, out_h, out_w).to(x.dtype)
 
 
+@functools.cache
+def native_cpu_kernel() -> Callable | None:
+    """``rednet_native::involution_cpu`` (the shared C++ kernel on PyTorch's thread pool) once its library, built by
+    `make plugins`, is loaded; None where it was not built, and then the strided formulation runs instead."""
+    from deploy.native import find_library  # the one place that knows where native libraries live
+    path = find_library("torch_ops", required=False)
+    if path is None:
+        return None
+    try:
+        torch.ops.load_library(str(path))
+    except OSError as e:
+        raise RuntimeError(f"{path} does not load into torch {torch.__version__} ({e}); rebuild it with "
+                           f"`make plugins`") from e
+    return torch.ops.rednet_native.involution_cpu
+
+
 @torch.library.custom_op("rednet::involution", mutates_args=())
 def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
                dilation: int, groups: int) -> torch.Tensor:
     """Apply involution (see module docstring for the contract). Raises ValueError on bad input."""
     check_shapes(x.shape, weight.shape, _attrs(kernel_size, stride, padding, dilation, groups))
     _check_dtypes(x, weight)
+    if x.device.type == "cpu" and x.dtype in _NATIVE_CPU_DTYPES and native_cpu_kernel() is not None:
+        return native_cpu_kernel()(x, weight, kernel_size, stride, padding, dilation, groups)
     return involution_strided(x, weight, kernel_size, stride, padding, dilation, groups)
 
 
