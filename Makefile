@@ -42,13 +42,15 @@ test: $(VENV)/.installed  ## run the whole test suite (pytest, then the sanitize
 	$(PY) -m pytest -q
 	@$(MAKE) --no-print-directory asan-test
 
-export: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [OUT=] [PRECISION=fp32|fp16] [DYNAMIC=batch|all] [OPSET=]
+export: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [OUT=] [PRECISION=fp32|fp16] [DYNAMIC=batch|all] [OPSET=] [INLINE=1]
 	$(CLI) export $(MODEL) --precision $(PRECISION) --dynamic $(DYNAMIC) \
-	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(OUT),--out $(OUT)) $(if $(OPSET),--opset $(OPSET))
+	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(OUT),--out $(OUT)) $(if $(OPSET),--opset $(OPSET)) \
+	  $(if $(INLINE),--inline-function)
 
 plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, CUDA kernels, TensorRT plugin)
 	@mkdir -p $(BUILD); ort_root=$$(plugins/cmake/fetch_onnxruntime_headers.sh $(ORT_HEADERS_DIR)) || ort_root=; \
-	cmake -S plugins -B $(BUILD)/plugins -DONNXRUNTIME_ROOT="$$ort_root" \
+	torch_prefix=$$($(PY) -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null) || torch_prefix=; \
+	cmake -S plugins -B $(BUILD)/plugins -DONNXRUNTIME_ROOT="$$ort_root" -DCMAKE_PREFIX_PATH="$$torch_prefix" \
 	  $(if $(TENSORRT_INCLUDE_DIR),-DTENSORRT_INCLUDE_DIR=$(abspath $(TENSORRT_INCLUDE_DIR))) > $(BUILD)/cmake.log \
 	  || { cat $(BUILD)/cmake.log; exit 1; }; grep '^-- rednet:' $(BUILD)/cmake.log
 	cmake --build $(BUILD)/plugins -j $(JOBS)
@@ -85,7 +87,7 @@ bench-serve: $(VENV)/.installed  ## [THREADS=2]: service throughput/latency vs c
 
 asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ sweep and the ONNX Runtime op sweep
 	@mkdir -p $(BUILD); ort_root=$$(plugins/cmake/fetch_onnxruntime_headers.sh $(ORT_HEADERS_DIR)); \
-	cmake -S plugins -B $(BUILD)/asan -DREDNET_SANITIZE=ON -DREDNET_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug \
+	cmake -S plugins -B $(BUILD)/asan -DREDNET_SANITIZE=ON -DREDNET_CUDA=OFF -DREDNET_TORCH=OFF -DCMAKE_BUILD_TYPE=Debug \
 	  -DONNXRUNTIME_ROOT="$$ort_root" > $(BUILD)/asan-cmake.log || { cat $(BUILD)/asan-cmake.log; exit 1; }
 	cmake --build $(BUILD)/asan -j $(JOBS)
 	$(BUILD)/asan/involution_cpu_sweep

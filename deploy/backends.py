@@ -42,9 +42,9 @@ class OnnxRuntimeBackend:
     """ONNX Runtime with (``custom_ops=True``) or without our library."""
 
     def __init__(self, onnx_model, custom_ops: bool = True, providers: list[str] | None = None,
-                 intra_op_threads: int | None = None, name: str | None = None):
+                 intra_op_threads: int | None = None, name: str | None = None, allow_spinning: bool = True):
         self.session = create_session(onnx_model, custom_ops=custom_ops, providers=providers,
-                                      intra_op_threads=intra_op_threads)
+                                      intra_op_threads=intra_op_threads, allow_spinning=allow_spinning)
         self.name = name or ("onnxruntime" if custom_ops else "onnxruntime-function")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name

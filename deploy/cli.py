@@ -63,7 +63,7 @@ def cmd_export(args) -> int:
     from export import ExportOptions, export
     options = ExportOptions(model=args.model, checkpoint=args.checkpoint, precision=args.precision,
                             dynamic=args.dynamic, opset=args.opset, with_function=not args.no_function,
-                            input_size=args.input_size)
+                            inline_function=args.inline_function, input_size=args.input_size)
     export(options, args.out, progress=_log)
     return EXIT_OK
 
@@ -92,7 +92,7 @@ def cmd_bench(args) -> int:
     if args.target == "serve":
         serve.run(Path(args.out), model=args.model, threads=args.threads, progress=_log)
     else:
-        cpu.run(Path(args.out), threads=args.threads, repeats=args.repeats, progress=_log)
+        cpu.run(Path(args.out), threads=args.threads, repeats=args.repeats, rounds=args.rounds, progress=_log)
     return EXIT_OK
 
 
@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", choices=["batch", "all"], default="batch", help="dynamic axes (default: batch)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset of the default domain, 18..23 (default 18)")
     p.add_argument("--no-function", action="store_true", help="omit the portable function body")
+    p.add_argument("--inline-function", action="store_true",
+                   help="replace every Involution node by its function body (standard ops only), for runtimes "
+                        "that ignore model-local functions such as OpenVINO; default out artifacts/<model>.inlined.onnx")
     p.add_argument("--input-size", type=int,
                    help="H=W used for tracing, 32..4096; the fixed size when --dynamic batch (default 224)")
     p.set_defaults(func=cmd_export)
@@ -253,19 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser(
-        "bench", help="op and model benchmarks on ONNX Runtime CPU (JSON + PNG under bench/results/)",
+        "bench", help="op and model benchmarks on the CPU runtimes (JSON + PNG under bench/results/)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
             op:    RedNet-50's involution shapes: our kernel vs the PyTorch op vs the function body, effective GB/s
                    next to a copy of the same bytes, and GMAC/s next to an fp32 GEMM (same run, same threads)
-            model: RedNet-50 vs ResNet-50 (and RedNet-50 through function bodies), batch 1 and 8,
-                   median of >= 10 runs after warm-up; prints the latency ratios
+            model: RedNet-50 vs ResNet-50, batch 1 and 8, on ONNX Runtime (our op; and function bodies),
+                   PyTorch eager, torch.compile (freezing; compile time reported) and OpenVINO (inlined export),
+                   all interleaved in the same --rounds; prints medians, spreads and paired latency ratios
             serve: the HTTP service: throughput and p50/p99 latency vs concurrency 1..64, batching on vs off"""))
     p.add_argument("target", nargs="?", choices=["runtime", "serve"], default="runtime",
                    help="runtime: op + model benchmarks (default); serve: the service")
     p.add_argument("--model", default="rednet50", help="model of the serve benchmark (default rednet50)")
     p.add_argument("--threads", type=_positive_int, default=2, help="intra-op threads (default 2)")
-    p.add_argument("--repeats", type=_positive_int, default=10, help="timed runs per measurement (default 10)")
+    p.add_argument("--repeats", type=_positive_int, default=10, help="timed runs per op measurement (default 10)")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="interleaved rounds of the model comparison, 3 runs of every candidate each (default 5)")
     p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
     p.set_defaults(func=cmd_bench)
 

@@ -10,6 +10,7 @@ BUILD_DIR = Path(os.environ.get("REDNET_BUILD_DIR", REPO_ROOT / "build" / "plugi
 LIBRARIES = {
     # name: (environment override, file name, how to build it)
     "ort_ops": ("REDNET_ORT_OPS_LIB", "librednet_ort_ops.so", "make plugins"),
+    "torch_ops": ("REDNET_TORCH_OPS_LIB", "librednet_torch_ops.so", "make plugins"),
     "trt_plugin": ("REDNET_TRT_PLUGIN_LIB", "librednet_trt_plugin.so", "make plugins TENSORRT_INCLUDE_DIR=..."),
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import onnx
+import onnx.inliner
 import torch
 
 import rednet
@@ -37,6 +38,9 @@ class ExportOptions:
     dynamic: str = "batch"
     opset: int = DEFAULT_OPSET
     with_function: bool = True
+    # every Involution node replaced by its function body: pure standard ops, for runtimes that ignore
+    # model-local functions (OpenVINO); far slower on ONNX Runtime than the node on our op library
+    inline_function: bool = False
     input_size: int | None = None  # tracing size; defaults to the model's preprocessing input size
 
     def validate(self) -> None:
@@ -50,10 +54,14 @@ class ExportOptions:
                              f"targets")
         if self.input_size is not None and not MIN_DYNAMIC_SIZE <= self.input_size <= MAX_SIZE:
             raise ValueError(f"input size {self.input_size} is outside {MIN_DYNAMIC_SIZE}..{MAX_SIZE}")
+        if self.inline_function and not self.with_function:
+            raise ValueError("inline_function needs the function body: it cannot be combined with with_function=False")
 
 
 def default_output_path(options: ExportOptions) -> Path:
     suffix = "" if options.precision == "fp32" else f".{options.precision}"
+    if options.inline_function:
+        suffix += ".inlined"
     return Path("artifacts") / f"{options.model}{suffix}.onnx"
 
 
@@ -128,9 +136,24 @@ def to_onnx(options: ExportOptions, progress: Callable[[str], None] = lambda msg
     proto.producer_version = rednet.__version__
     for key, value in _metadata(model, options).items():
         proto.metadata_props.add(key=key, value=value)
+    if options.inline_function:
+        step("inlining the Involution function body (standard ops only)")
+        proto = inline_involutions(proto)
     onnx.checker.check_model(proto, full_check=True)
     step(f"done: {count_involutions(proto)} Involution nodes, {len(proto.graph.node)} nodes")
     return proto
+
+
+def inline_involutions(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every rednet::Involution node by its function body and drop the rednet domain."""
+    inlined = onnx.inliner.inline_local_functions(proto)
+    remaining = {n.domain for n in inlined.graph.node} - {"", "ai.onnx"}
+    if remaining:
+        raise ValueError(f"inlining left nodes of domains {sorted(remaining)}: the model has no function body for them")
+    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(kept)
+    return inlined
 
 
 def export(options: ExportOptions, out: str | Path | None = None,

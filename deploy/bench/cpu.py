@@ -1,17 +1,23 @@
 """CPU benchmarks on ONNX Runtime.
 
 op:    every distinct involution shape of RedNet-50 (224×224): our kernel (single-node model, our library), the
-       PyTorch op, and the portable function body (ONNX Runtime without our library), as effective GB/s
+       PyTorch op (on our kernel when librednet_torch_ops is built), its strided PyTorch formulation, and the
+       portable function body (ONNX Runtime without our library), as effective GB/s
        (bytes of x + weight read and y written / time) next to a copy of the same input bytes (read + written)
        measured in the same run with the same thread count. Because these tensors sit in cache and the op does
        K² multiply-adds per output, the op is compute-bound on a CPU: the report also gives its GMAC/s next to an
        fp32 GEMM's, measured in the same run.
-model: RedNet-50 vs ResNet-50 (and RedNet-50 through function bodies, the naive export), batch 1 and 8.
+model: RedNet-50 vs ResNet-50, batch 1 and 8, on every CPU runtime a user would pick: ONNX Runtime (with our op;
+       and RedNet-50 through function bodies, the naive export), PyTorch eager (our op), torch.compile (inductor
+       with freezing; involution as plain PyTorch it can fuse) and OpenVINO (the inlined export), all timed in
+       the same interleaved rounds so they see the same machine.
 """
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +30,7 @@ from export import ExportOptions, to_onnx
 from ..backends import OnnxRuntimeBackend
 from ..ort_session import create_session
 from ..tensorrt_backend import TensorRTBackend, unavailable_reason
-from .timing import machine_info, measure
+from .timing import machine_info, measure, measure_interleaved, paired_ratio
 
 
 def involution_shapes(model_name: str = "rednet50", size: int = 224) -> list[dict]:
@@ -75,6 +81,7 @@ def bench_op(threads: int, batch: int, repeats: int, progress: Callable[[str], N
         timings = {
             "ours": measure(lambda: ours.run(None, feeds), repeats, min_seconds=0.2),
             "torch_op": measure(lambda: rednet.ops.involution(tx, tw, *attrs), repeats, min_seconds=0.2),
+            "torch_strided": measure(lambda: rednet.ops.involution_strided(tx, tw, *attrs), repeats, min_seconds=0.2),
             "function_body": measure(lambda: body.run(None, feeds), repeats),
             "copy": measure(lambda: dst.copy_(src), repeats, min_seconds=0.2),
         }
@@ -88,8 +95,8 @@ def bench_op(threads: int, batch: int, repeats: int, progress: Callable[[str], N
         rows.append(row)
         progress(f"  op x{tuple(x.shape)} K{attrs[0]} s{attrs[1]}: ours {row['ms']['ours']:.3f} ms "
                  f"({row['gb_per_s']['ours']:.1f} GB/s, {row['fraction_of_copy']:.0%} of copy, "
-                 f"{row['gmac_per_s_ours']:.1f} GMAC/s), torch "
-                 f"{row['ms']['torch_op']:.3f} ms, function body {row['ms']['function_body']:.3f} ms")
+                 f"{row['gmac_per_s_ours']:.1f} GMAC/s), torch op "
+                 f"{row['ms']['torch_op']:.3f} ms, strided {row['ms']['torch_strided']:.3f} ms, function body {row['ms']['function_body']:.3f} ms")
     return rows
 
 
@@ -100,40 +107,106 @@ def gemm_gmac_per_s(threads: int, repeats: int) -> float:
     return 1024 ** 3 / measure(lambda: a @ b, repeats)["median_ms"] / 1e6
 
 
-def bench_models(threads: int, batches: tuple[int, ...], repeats: int, progress: Callable[[str], None]) -> list[dict]:
-    """ONNX Runtime CPU rows always; TensorRT rows (GPU, fp16 engines) when TensorRT and a GPU are present."""
-    runs: list[tuple[str, Callable]] = []
+RUNTIMES = ("onnxruntime", "onnxruntime function body", "torch eager", "torch.compile", "openvino")
+
+
+def _torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], object]:
+    def run(batch: np.ndarray):
+        with torch.no_grad():
+            return model(torch.from_numpy(batch))
+    return run
+
+
+def _compiled_runner(model: torch.nn.Module) -> Callable[[np.ndarray], object]:
+    """torch.compile (inductor, freezing) of the model with involution as plain PyTorch it can fuse."""
+    import torch._inductor.config as inductor_config
+    model = copy.deepcopy(model)
+    for layer in model.modules():
+        if isinstance(layer, rednet.Involution):
+            layer.op = rednet.ops.involution_strided
+    compiled = torch.compile(model, dynamic=False)
+
+    def run(batch: np.ndarray):
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            return compiled(torch.from_numpy(batch))
+    return run
+
+
+def _openvino_runner(proto, threads: int, tmp: Path) -> Callable[[np.ndarray], object]:
+    import openvino
+    path = tmp / f"{proto.graph.name or 'model'}-{id(proto)}.onnx"
+    path.write_bytes(proto.SerializeToString())
+    core = openvino.Core()
+    # f32: OpenVINO's CPU plugin otherwise computes in bf16 where the CPU has it, which is not the same model
+    compiled = core.compile_model(core.read_model(path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    return lambda batch: compiled(batch)
+
+
+def model_runners(threads: int, tmp: Path, progress: Callable[[str], None]) -> dict[tuple[str, str], Callable]:
+    """(model, runtime) → callable on a float32 batch, every runtime on ``threads`` threads and the same weights."""
+    torch.set_num_threads(threads)
+    runners = {}
     for name in ("resnet50", "rednet50"):
-        proto = to_onnx(ExportOptions(name))
-        runs.append((name, OnnxRuntimeBackend(proto, intra_op_threads=threads)))
+        model = rednet.create_model(name).eval()
+        proto = to_onnx(ExportOptions(name), model=model)
+        runners[name, "onnxruntime"] = OnnxRuntimeBackend(proto, intra_op_threads=threads, allow_spinning=False)
         if name == "rednet50":
-            runs.append((f"{name} (function body)", OnnxRuntimeBackend(proto, custom_ops=False, intra_op_threads=threads)))
+            runners[name, "onnxruntime function body"] = OnnxRuntimeBackend(
+                proto, custom_ops=False, intra_op_threads=threads, allow_spinning=False)
+        runners[name, "torch eager"] = _torch_runner(model)
+        runners[name, "torch.compile"] = _compiled_runner(model)
+        inlined = proto if name == "resnet50" else to_onnx(ExportOptions(name, inline_function=True), model=model)
+        runners[name, "openvino"] = _openvino_runner(inlined, threads, tmp)
+        progress(f"  {name}: exported and loaded on {', '.join(r for m, r in runners if m == name)}")
     if unavailable_reason() is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name in ("resnet50", "rednet50"):
-                path = Path(tmp) / f"{name}.fp16.onnx"
-                path.write_bytes(to_onnx(ExportOptions(name, precision="fp16")).SerializeToString())
-                runs.append((f"{name} (tensorrt fp16)", TensorRTBackend.from_onnx(path, precision="fp16")))
+        for name in ("resnet50", "rednet50"):
+            path = tmp / f"{name}.fp16.onnx"
+            path.write_bytes(to_onnx(ExportOptions(name, precision="fp16")).SerializeToString())
+            runners[name, "tensorrt fp16"] = TensorRTBackend.from_onnx(path, precision="fp16")
     else:
         progress(f"  tensorrt rows skipped: {unavailable_reason()}")
+    return runners
+
+
+def bench_models(threads: int, batches: tuple[int, ...], rounds: int, progress: Callable[[str], None]) -> list[dict]:
+    """Every (model, runtime) at each batch, interleaved in the same rounds; the first call's time is reported as
+    compile time for torch.compile (it compiles per batch size) and as first-run time elsewhere."""
     rows = []
-    for label, backend in runs:
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = model_runners(threads, Path(tmp), progress)
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-            t = measure(lambda: backend(x), repeats)
-            rows.append({"model": label, "batch": batch, **t})
-            progress(f"  {label:28s} batch {batch}: median {t['median_ms']:.1f} ms over {t['runs']} runs")
+            first_run_s = {}
+            for key, runner in runners.items():
+                t0 = time.perf_counter()
+                runner(x)
+                first_run_s[key] = time.perf_counter() - t0
+            progress(f"  batch {batch}: first runs (torch.compile compiles here) " +
+                     ", ".join(f"{m} {r} {t:.1f}s" for (m, r), t in first_run_s.items()))
+            timings = measure_interleaved({f"{m} · {r}": (lambda fn=runner: fn(x)) for (m, r), runner in runners.items()},
+                                          rounds=rounds, progress=progress)
+            for (model, runtime), t in zip(runners, timings.values()):
+                rows.append({"model": model, "runtime": runtime, "batch": batch,
+                             "first_run_s": first_run_s[model, runtime], **t})
+                progress(f"  {model:9s} {runtime:26s} batch {batch}: median {t['median_ms']:.1f} ms "
+                         f"(round medians {t['spread_ms'][0]:.1f}–{t['spread_ms'][1]:.1f})")
     return rows
 
 
 def ratios(models: list[dict]) -> dict:
-    by = {(r["model"], r["batch"]): r["median_ms"] for r in models}
+    """RedNet-50 / ResNet-50 per runtime, and torch.compile's RedNet-50 / ours, from paired rounds."""
+    by = {(r["model"], r["runtime"], r["batch"]): r for r in models}
     out = {}
-    for (model, batch), ms in by.items():
-        if model.startswith("rednet50"):
-            baseline = model.replace("rednet50", "resnet50").replace(" (function body)", "")
-            if (baseline, batch) in by:
-                out[f"{model} / {baseline}, batch {batch}"] = ms / by[(baseline, batch)]
+    for (model, runtime, batch), row in by.items():
+        if model != "rednet50":
+            continue
+        baseline = by.get(("resnet50", "onnxruntime" if runtime == "onnxruntime function body" else runtime, batch))
+        if baseline is not None:
+            out[f"rednet50 {runtime} / resnet50 {baseline['runtime']}, batch {batch}"] = paired_ratio(row, baseline)
+        if runtime == "torch.compile":
+            out[f"rednet50 torch.compile / rednet50 onnxruntime, batch {batch}"] = paired_ratio(
+                row, by["rednet50", "onnxruntime", batch])
     return out
 
 
@@ -145,42 +218,49 @@ def plot(result: dict, path: Path) -> None:
     ops = result["op"]
     labels = [f"{r['x'][1]}×{r['x'][2]}² s{r['stride']}" for r in ops]
     idx = np.arange(len(ops))
-    for i, (key, name) in enumerate([("copy", "copy (same bytes)"), ("ours", "ours (ORT op)"),
-                                     ("torch_op", "PyTorch op"), ("function_body", "ONNX function body")]):
-        ax1.bar(idx + (i - 1.5) * 0.2, [r["gb_per_s"][key] for r in ops], 0.2, label=name)
+    series = [("copy", "copy (same bytes)"), ("ours", "ours (ORT op)"), ("torch_op", "PyTorch op"),
+              ("torch_strided", "PyTorch strided formulation"), ("function_body", "ONNX function body")]
+    for i, (key, name) in enumerate(series):
+        ax1.bar(idx + (i - (len(series) - 1) / 2) * 0.16, [r["gb_per_s"][key] for r in ops], 0.16, label=name)
     ax1.set_xticks(idx, labels, rotation=20)
     ax1.set_ylabel("effective GB/s (log)")
     ax1.set_yscale("log")
     ax1.set_title(f"RedNet-50 involution shapes, batch {ops[0]['batch']}, {result['threads']} threads")
     ax1.legend()
     models = result["model"]
-    names = list(dict.fromkeys(r["model"] for r in models))
-    batches = sorted({r["batch"] for r in models})
-    for i, b in enumerate(batches):
-        ms = [next(r["median_ms"] for r in models if r["model"] == n and r["batch"] == b) / b for n in names]
-        ax2.bar(np.arange(len(names)) + (i - 0.5) * 0.4, ms, 0.4, label=f"batch {b}")
-    ax2.set_xticks(np.arange(len(names)), names, rotation=10)
-    ax2.set_ylabel("ms per image (median)")
+    runtimes = list(dict.fromkeys(r["runtime"] for r in models))
+    bars = [(model, batch) for batch in sorted({r["batch"] for r in models}) for model in ("rednet50", "resnet50")]
+    width = 0.8 / len(bars)
+    for i, (model, batch) in enumerate(bars):
+        rows = [next((r for r in models if (r["model"], r["runtime"], r["batch"]) == (model, rt, batch)), None)
+                for rt in runtimes]
+        per_image = [r["median_ms"] / batch if r else np.nan for r in rows]
+        error = [[(r["median_ms"] - r["spread_ms"][0]) / batch if r else 0 for r in rows],
+                 [(r["spread_ms"][1] - r["median_ms"]) / batch if r else 0 for r in rows]]
+        ax2.bar(np.arange(len(runtimes)) + (i - (len(bars) - 1) / 2) * width, per_image, width, yerr=error,
+                label=f"{model}, batch {batch}")
+    ax2.set_xticks(np.arange(len(runtimes)), runtimes, rotation=15)
+    ax2.set_ylabel("ms per image (median; bars: spread of round medians)")
     ax2.set_yscale("log")
-    ax2.set_title("ONNX Runtime CPU latency per image")
-    ax2.legend()
+    ax2.set_title(f"CPU runtimes, {result['threads']} threads, interleaved rounds")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def run(out_dir: Path, threads: int = 2, repeats: int = 10, op_batch: int = 1, model_batches=(1, 8),
+def run(out_dir: Path, threads: int = 2, repeats: int = 10, rounds: int = 5, op_batch: int = 1, model_batches=(1, 8),
         progress: Callable[[str], None] = print) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     progress(f"op benchmark (RedNet-50 involution shapes, {threads} threads)")
     op = bench_op(threads, op_batch, repeats, progress)
     gemm = gemm_gmac_per_s(threads, repeats)
     progress(f"  fp32 GEMM reference: {gemm:.1f} GMAC/s")
-    progress(f"model benchmark (ONNX Runtime CPU, {threads} threads)")
-    models = bench_models(threads, tuple(model_batches), repeats, progress)
+    progress(f"model benchmark (CPU runtimes, {threads} threads, {rounds} interleaved rounds)")
+    models = bench_models(threads, tuple(model_batches), rounds, progress)
     result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models, "ratios": ratios(models)}
     for k, v in result["ratios"].items():
-        progress(f"  {k}: {v:.2f}")
+        progress(f"  {k}: {v['median']:.2f} (rounds {v['spread'][0]:.2f}–{v['spread'][1]:.2f})")
     path = out_dir / "ort_cpu.json"
     path.write_text(json.dumps(result, indent=2))
     plot(result, out_dir / "ort_cpu.png")

@@ -28,8 +28,10 @@ struct StoreFloat {
   __device__ void operator()(float* p, float v) const { *p = v; }
 };
 
+// At least two blocks per SM: ptxas may then use up to 128 registers, room for the 16 fp32 accumulators and the
+// addressing; with the thread bound alone it chose 64 for fp16 on sm_86/89 and spilled.
 template <typename T, typename Load, typename Store>
-__global__ void __launch_bounds__(kThreads) InvolutionKernel(const T* __restrict__ x, const T* __restrict__ weight,
+__global__ void __launch_bounds__(kThreads, 2) InvolutionKernel(const T* __restrict__ x, const T* __restrict__ weight,
                                                              T* __restrict__ y, InvolutionParams p) {
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < p.total;
        idx += int64_t(gridDim.x) * blockDim.x)

@@ -43,7 +43,10 @@ REDNET_HD void InvolutionPixel(const T* x, const T* weight, T* y, const Involuti
   for (int64_t c0 = 0; c0 < p.group_channels; c0 += kChannelBlock) {
     const int block = p.group_channels - c0 < kChannelBlock ? int(p.group_channels - c0) : kChannelBlock;
     const T* x_block = x + (n * p.c + c_first + c0) * hw_in;
+    // Every loop over acc is fully unrolled with a compile-time index (a partial block is guarded, not bounded),
+    // so acc stays in registers: a runtime index would put it in local memory (tests/test_cuda_resource_usage.py).
     float acc[kChannelBlock];
+    REDNET_UNROLL
     for (int j = 0; j < kChannelBlock; ++j) acc[j] = 0.f;
     for (int kh = 0; kh < p.kernel_size; ++kh) {
       const int64_t hi = ho * p.stride + int64_t(kh) * p.dilation - p.padding;
@@ -53,16 +56,15 @@ REDNET_HD void InvolutionPixel(const T* x, const T* weight, T* y, const Involuti
         if (wi < 0 || wi >= p.w) continue;
         const float tap = load(w_pixel + int64_t(kh * p.kernel_size + kw) * hw_out);
         const T* x_tap = x_block + hi * p.w + wi;
-        if (block == kChannelBlock) {
-          REDNET_UNROLL
-          for (int j = 0; j < kChannelBlock; ++j) acc[j] += tap * load(x_tap + j * hw_in);
-        } else {
-          for (int j = 0; j < block; ++j) acc[j] += tap * load(x_tap + j * hw_in);
-        }
+        REDNET_UNROLL
+        for (int j = 0; j < kChannelBlock; ++j)
+          if (j < block) acc[j] += tap * load(x_tap + j * hw_in);
       }
     }
     T* y_pixel = y + ((n * p.c + c_first + c0) * p.out_h + ho) * p.out_w + wo;
-    for (int j = 0; j < block; ++j) store(y_pixel + j * hw_out, acc[j]);
+    REDNET_UNROLL
+    for (int j = 0; j < kChannelBlock; ++j)
+      if (j < block) store(y_pixel + j * hw_out, acc[j]);
   }
 }
 

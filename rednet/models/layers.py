@@ -1,6 +1,7 @@
 """Building blocks with the official (mmcv/mmcls) submodule names, so official state dicts load as-is."""
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import nn
 
 from ..ops import involution
@@ -19,15 +20,39 @@ class ConvModule(nn.Sequential):
             self.activate = nn.ReLU(inplace=True)
 
 
+class KernelGenerationPool(nn.Module):
+    """avg-pool(stride) that always yields the op's output size ceil(H/stride).
+
+    Ceil mode is only needed where H or W is not a multiple of the stride; where both are static multiples
+    (every fixed-size export at RedNet's sizes) floor mode gives the same output, and runtimes have fast paths
+    for it (ONNX Runtime runs ceil mode on a generic path, ~7x slower). So the traced graph records floor mode
+    there and ceil mode only for odd or dynamic (symbolic) sizes.
+    """
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        static_multiple = all(isinstance(size, int) and size % self.stride == 0 for size in x.shape[-2:])
+        return F.avg_pool2d(x, self.stride, self.stride, ceil_mode=not static_multiple)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
+
+
 class Involution(nn.Module):
     """Involution layer (Li et al., CVPR 2021), structured like the official ``involution`` module.
 
     Kernel generation: avg-pool(stride) → 1×1 reduce conv + BN + ReLU (``reduction_ratio``) → 1×1 span conv
     with bias producing G·K² channels (G = channels / ``group_channels``); then the ``rednet::involution`` op.
 
-    Unlike the official module, the pool uses ceil mode, so the generated kernel always has the op's output
-    size (ceil(H/stride)); at even sizes this is exactly the official floor-mode pool.
+    Unlike the official module, the pool rounds up (:class:`KernelGenerationPool`), so the generated kernel always
+    has the op's output size (ceil(H/stride)); at even sizes this is exactly the official floor-mode pool.
     """
+
+    # the registered op; an instance may use rednet.ops.involution_strided instead, which torch.compile can fuse
+    op = staticmethod(involution)
 
     def __init__(self, channels: int, kernel_size: int, stride: int, reduction_ratio: int = 4,
                  group_channels: int = 16):
@@ -39,11 +64,11 @@ class Involution(nn.Module):
         self.groups = channels // group_channels
         self.conv1 = ConvModule(channels, channels // reduction_ratio, 1)
         self.conv2 = ConvModule(channels // reduction_ratio, kernel_size ** 2 * self.groups, 1, norm=False, act=False)
-        self.avgpool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        self.avgpool = KernelGenerationPool(stride) if stride > 1 else nn.Identity()
 
     def forward(self, x):
         weight = self.conv2(self.conv1(self.avgpool(x)))
-        return involution(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1, self.groups)
+        return self.op(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1, self.groups)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, groups={self.groups}"

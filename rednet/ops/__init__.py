@@ -1,5 +1,5 @@
 """The involution op: contract (spec) and torch custom op."""
-from .involution import involution
+from .involution import involution, involution_strided
 from .spec import attribute_names, check_attributes, check_shapes, load_spec, output_size
 
-__all__ = ["involution", "attribute_names", "check_attributes", "check_shapes", "load_spec", "output_size"]
+__all__ = ["involution", "involution_strided", "attribute_names", "check_attributes", "check_shapes", "load_spec", "output_size"]

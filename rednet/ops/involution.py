@@ -9,12 +9,16 @@ Contract (spec/Involution.yaml)::
     y[n,c,ho,wo] = sum_{kh,kw} weight[n, g*K*K+kh*K+kw, ho, wo] * x[n, c, ho*stride+kh*dilation-padding, ...]
     with g = c // (C/G), zero padding.
 
-The implementation walks the K*K kernel taps and accumulates strided views of the padded input,
-so memory grows with the output, never with K*K times the input (as unfold does). fp16/bf16 are
-accumulated in fp32. A fake kernel gives shapes to torch.export / torch.compile, and an autograd
+On the CPU in fp32/fp16 the op runs the project's C++ kernel (plugins/torch, on PyTorch's thread pool) when
+`make plugins` has built it. Elsewhere, and as the fallback, it walks the K*K kernel taps and accumulates strided
+views of the padded input, so memory grows with the output, never with K*K times the input (as unfold does).
+fp16/bf16 are accumulated in fp32 either way. A fake kernel gives shapes to torch.export / torch.compile, and an autograd
 formula makes the op trainable.
 """
 from __future__ import annotations
+
+import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +27,7 @@ from torch.utils.flop_counter import register_flop_formula
 from .spec import check_shapes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_NATIVE_CPU_DTYPES = (torch.float32, torch.float16)  # what the C++ kernel computes (fp32 accumulation)
 
 
 def _attrs(kernel_size, stride, padding, dilation, groups) -> dict:
@@ -46,15 +51,17 @@ def _check_dtypes(x: torch.Tensor, weight: torch.Tensor) -> None:
         raise ValueError(f"involution: dtype {x.dtype} is not a floating-point type")
 
 
-@torch.library.custom_op("rednet::involution", mutates_args=())
-def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
-               dilation: int, groups: int) -> torch.Tensor:
-    """Apply involution (see module docstring for the contract). Raises ValueError on bad input."""
-    n, c, out_h, out_w = check_shapes(x.shape, weight.shape, _attrs(kernel_size, stride, padding, dilation, groups))
-    _check_dtypes(x, weight)
+def involution_strided(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
+                       dilation: int, groups: int) -> torch.Tensor:
+    """The op in plain PyTorch: K² multiply-adds of strided views of the padded input (no validation).
+
+    The body of ``rednet::involution``; also what ``torch.compile`` can trace through and fuse (the custom op
+    is opaque to it), so benchmarks compare against it as the best pure-PyTorch formulation.
+    """
+    n, c, h, w = x.shape
+    out_h, out_w = weight.shape[2:]
     acc = _accumulation_dtype(x.dtype)
     k = kernel_size
-    h, w = x.shape[2:]
     x_pad = F.pad(x.to(acc), (padding,) * 4).view(n, groups, c // groups, h + 2 * padding, w + 2 * padding)
     taps = weight.to(acc).view(n, groups, 1, k * k, out_h, out_w)
     out = torch.zeros((n, groups, c // groups, out_h, out_w), dtype=acc, device=x.device)
@@ -62,6 +69,33 @@ def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: 
         for kw in range(k):
             out.addcmul_(x_pad[_tap_window(kh, kw, out_h, out_w, stride, dilation)], taps[:, :, :, kh * k + kw])
     return out.view(n, c, out_h, out_w).to(x.dtype)
+
+
+@functools.cache
+def native_cpu_kernel() -> Callable | None:
+    """``rednet_native::involution_cpu`` (the shared C++ kernel on PyTorch's thread pool) once its library, built by
+    `make plugins`, is loaded; None where it was not built, and then the strided formulation runs instead."""
+    from deploy.native import find_library  # the one place that knows where native libraries live
+    path = find_library("torch_ops", required=False)
+    if path is None:
+        return None
+    try:
+        torch.ops.load_library(str(path))
+    except OSError as e:
+        raise RuntimeError(f"{path} does not load into torch {torch.__version__} ({e}); rebuild it with "
+                           f"`make plugins`") from e
+    return torch.ops.rednet_native.involution_cpu
+
+
+@torch.library.custom_op("rednet::involution", mutates_args=())
+def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
+               dilation: int, groups: int) -> torch.Tensor:
+    """Apply involution (see module docstring for the contract). Raises ValueError on bad input."""
+    check_shapes(x.shape, weight.shape, _attrs(kernel_size, stride, padding, dilation, groups))
+    _check_dtypes(x, weight)
+    if x.device.type == "cpu" and x.dtype in _NATIVE_CPU_DTYPES and native_cpu_kernel() is not None:
+        return native_cpu_kernel()(x, weight, kernel_size, stride, padding, dilation, groups)
+    return involution_strided(x, weight, kernel_size, stride, padding, dilation, groups)
 
 
 @involution.register_fake

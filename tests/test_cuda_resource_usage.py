@@ -1,0 +1,57 @@
+"""The CUDA involution kernels keep their accumulators in registers: no stack frame, no spills, on every
+architecture the build targets (ptxas's resource report; the GPU itself is not needed)."""
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from deploy.native import BUILD_DIR, REPO_ROOT
+
+KERNEL_SOURCE = REPO_ROOT / "plugins" / "common" / "involution_cuda.cu"
+# ptxas -v: "Function properties for <mangled name>" then "N bytes stack frame, S bytes spill stores, L bytes spill loads"
+PROPERTIES = re.compile(r"Function properties for (\S+)\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                        r"(\d+) bytes spill loads")
+
+
+def nvcc() -> str:
+    path = shutil.which("nvcc")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("nvcc not found: this machine has the CUDA toolkit, so CI must check the kernels")
+        pytest.skip("nvcc (CUDA toolkit) not found: the kernels cannot be compiled here")
+    return path
+
+
+def built_architectures() -> list[str]:
+    """The SASS architectures of the CUDA build (its CMake cache), else the CMakeLists default."""
+    pattern = re.compile(r'CMAKE_CUDA_ARCHITECTURES(?::STRING=| "?)([0-9;]+)')
+    for source in (BUILD_DIR / "CMakeCache.txt", REPO_ROOT / "plugins" / "CMakeLists.txt"):
+        if source.is_file():
+            match = pattern.search(source.read_text())
+            if match:
+                return match.group(1).split(";")
+    raise AssertionError("no CUDA architecture list in the build cache or plugins/CMakeLists.txt")
+
+
+def resource_usage(compiler: str, arch: str, out_dir: Path) -> dict[str, tuple[int, int, int]]:
+    result = subprocess.run(
+        [compiler, "-cubin", f"-arch=sm_{arch}", "-O3", "-std=c++17", "-Xptxas", "-v",
+         f"-I{KERNEL_SOURCE.parent}", str(KERNEL_SOURCE), "-o", str(out_dir / f"involution_sm{arch}.cubin")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return {name: tuple(map(int, usage)) for name, *usage in PROPERTIES.findall(result.stderr)}
+
+
+def test_involution_kernels_use_no_local_memory_on_any_architecture(tmp_path):
+    compiler, archs = nvcc(), built_architectures()
+    with ThreadPoolExecutor(2) as pool:
+        reports = dict(zip(archs, pool.map(lambda arch: resource_usage(compiler, arch, tmp_path), archs)))
+    for arch, kernels in reports.items():
+        involution = {name: usage for name, usage in kernels.items() if "Involution" in name}
+        assert len(involution) >= 2, f"sm_{arch}: expected the fp32 and fp16 kernels in ptxas's report, got {kernels}"
+        offenders = {name: usage for name, usage in involution.items() if any(usage)}
+        assert not offenders, f"sm_{arch}: (stack frame, spill stores, spill loads) bytes not zero: {offenders}"
