@@ -1,5 +1,6 @@
 import functools
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,6 +38,11 @@ DEPENDENCIES = {
         lambda: None if find_library("ort_ops", required=False) else
         "librednet_ort_ops.so is not built (make setup fetches the ONNX Runtime headers and builds it)", True),
     "cpu_sweep": Dependency(_built("involution_cpu_sweep", "make setup builds it with any C++17 compiler"), True),
+    "torch_ops": Dependency(_built("librednet_torch_ops.so", "make setup builds it against the venv's torch"), True),
+    # this machine class has the CUDA toolkit (nvcc compiles here even though nothing CUDA runs)
+    "nvcc": Dependency(lambda: None if shutil.which("nvcc") else "nvcc (CUDA toolkit) is not on PATH", True),
+    "cuda_capi": Dependency(_built("librednet_cuda_capi.so", "make setup builds it where nvcc exists"), True),
+    "nm": Dependency(lambda: None if shutil.which("nm") else "nm (binutils) is not installed", True),
     "tensorrt_headers": Dependency(_built("involution_trt_plugin_test",
                                           "needs TensorRT headers: make plugins TENSORRT_INCLUDE_DIR=..."), False),
     "tensorrt": Dependency(_tensorrt_missing, False),

@@ -17,13 +17,11 @@ import torch
 import rednet
 
 from deploy.cli import EXIT_CODES, main
-from deploy.native import find_library
 from export import ExportOptions, export
-from helpers import randomise
+from helpers import randomise, requires
 from rednet.fileio import OutputPathError, atomic_write, check_output_path
 
-needs_lib = pytest.mark.skipif(find_library("ort_ops", required=False) is None,
-                               reason="librednet_ort_ops.so not built (make plugins)")
+needs_lib = requires("ort_ops")
 
 
 def run_cli(*args, cwd, env=None, timeout=300):

@@ -1,29 +1,18 @@
 """The CUDA involution kernels keep their accumulators in registers: no stack frame, no spills, on every
 architecture the build targets (ptxas's resource report; the GPU itself is not needed)."""
-import os
 import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from deploy.native import BUILD_DIR, REPO_ROOT
+from helpers import requires
 
 KERNEL_SOURCE = REPO_ROOT / "plugins" / "common" / "involution_cuda.cu"
 # ptxas -v: "Function properties for <mangled name>" then "N bytes stack frame, S bytes spill stores, L bytes spill loads"
 PROPERTIES = re.compile(r"Function properties for (\S+)\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "
                         r"(\d+) bytes spill loads")
-
-
-def nvcc() -> str:
-    path = shutil.which("nvcc")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("nvcc not found: this machine has the CUDA toolkit, so CI must check the kernels")
-        pytest.skip("nvcc (CUDA toolkit) not found: the kernels cannot be compiled here")
-    return path
 
 
 def built_architectures() -> list[str]:
@@ -46,8 +35,9 @@ def resource_usage(compiler: str, arch: str, out_dir: Path) -> dict[str, tuple[i
     return {name: tuple(map(int, usage)) for name, *usage in PROPERTIES.findall(result.stderr)}
 
 
+@requires("nvcc")
 def test_involution_kernels_use_no_local_memory_on_any_architecture(tmp_path):
-    compiler, archs = nvcc(), built_architectures()
+    compiler, archs = shutil.which("nvcc"), built_architectures()
     with ThreadPoolExecutor(2) as pool:
         reports = dict(zip(archs, pool.map(lambda arch: resource_usage(compiler, arch, tmp_path), archs)))
     for arch, kernels in reports.items():

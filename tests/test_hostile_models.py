@@ -17,9 +17,10 @@ from deploy.native import find_library
 from deploy.ort_session import create_session
 from export.involution_onnx import single_node_model
 from rednet.ops import attribute_names, check_attributes, load_spec, output_size
+from helpers import requires
 
 LIB = find_library("ort_ops", required=False)
-pytestmark = pytest.mark.skipif(LIB is None, reason="librednet_ort_ops.so not built (make plugins)")
+pytestmark = requires("ort_ops")
 
 RSS_GROWTH_BOUND_MB = 64  # the op's own bound is 256 KB of scratch per thread plus the (tiny) output
 ADDRESS_SPACE_HEADROOM_MB = 2048

@@ -16,12 +16,11 @@ import tritonclient.http as triton
 from PIL import Image
 
 from deploy.backends import OnnxRuntimeBackend
-from deploy.native import find_library
 from export import ExportOptions, export
 from deploy.serve.process import ServerProcess
+from helpers import requires
 
-pytestmark = pytest.mark.skipif(find_library("ort_ops", required=False) is None,
-                                reason="librednet_ort_ops.so not built (make plugins)")
+pytestmark = requires("ort_ops")
 SIZE = 64
 RSS_BOUND = 200 << 20  # what any attack may add to the server's resident memory (server + worker processes)
 

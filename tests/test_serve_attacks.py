@@ -22,12 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploy.native import find_library
 from deploy.serve.process import ServerProcess
 from test_serve import RSS_BOUND, SIZE, MemoryWatch, assert_error, exported
+from helpers import requires
 
-pytestmark = pytest.mark.skipif(find_library("ort_ops", required=False) is None,
-                                reason="librednet_ort_ops.so not built (make plugins)")
+pytestmark = requires("ort_ops")
 MAX_BATCH = 4
 BODY_MB = 16
 MAX_PIXELS = 4_000_000

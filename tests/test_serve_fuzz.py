@@ -14,12 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deploy.backends import OnnxRuntimeBackend
-from deploy.native import find_library
 from deploy.serve.app import ServeConfig, create_app
 from export import ExportOptions, export
+from helpers import requires
 
-pytestmark = pytest.mark.skipif(find_library("ort_ops", required=False) is None,
-                                reason="librednet_ort_ops.so not built (make plugins)")
+pytestmark = requires("ort_ops")
 SIZE = 32
 FUZZ_CASES = 400
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

@@ -26,6 +26,7 @@ from deploy.tensorrt_backend import (BuilderFlags, EngineMismatch, PluginNotUsed
                                      register_plugin, require_tensorrt, reuse_problem, sidecar_path,
                                      timing_cache_path, use_timing_cache, write_plan)
 from export import ExportOptions, export
+from helpers import requires
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -335,7 +336,7 @@ def test_plugin_that_does_not_register_is_loud(registry, needle, tmp_path, monke
 CUDA_CAPI = native.BUILD_DIR / "librednet_cuda_capi.so"
 
 
-@pytest.mark.skipif(not CUDA_CAPI.is_file(), reason="librednet_cuda_capi.so not built (no nvcc)")
+@requires("cuda_capi")
 def test_driver_check_of_a_built_library():
     """The check the plugin and this library share (common/cuda_driver_check.h), through the ctypes entry point."""
     problem = library_driver_problem(CUDA_CAPI)
