@@ -241,6 +241,36 @@ def test_timed_out_requests_are_not_computed(onnx_path):
     assert computed - delivered <= max(3, 0.1 * computed), (computed, delivered, statuses.count(504))
 
 
+def test_requests_whose_client_disconnected_are_not_computed(onnx_path):
+    """Clients that send a request and hang up while the queue is long: their requests leave the queue when the
+    connection closes, so the backend computes exactly the requests of the clients that stayed."""
+    with ServerProcess(onnx_path, "--max-batch", "1", "--max-delay-ms", "0") as s:
+        body = _json_body(3 * SIZE * SIZE)
+        request = (f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        statuses, started = [], threading.Event()
+
+        def stay():
+            with httpx.Client(base_url=s.url, timeout=120) as c:
+                for _ in range(4):
+                    started.set()
+                    statuses.append(c.post(INFER, content=body).status_code)
+        threads = [threading.Thread(target=stay) for _ in range(24)]
+        for t in threads:
+            t.start()
+        started.wait(60)
+        while _metric(s, "rednet_queue_depth") < 8:  # a queue to wait in
+            pass
+        for _ in range(8):
+            with socket.create_connection(("127.0.0.1", s.port)) as sock:
+                sock.sendall(request)  # and hang up at once
+        for t in threads:
+            t.join()
+        computed = _metric(s, "rednet_samples_computed_total")
+    print(f"\n{len(statuses)} requests stayed, 8 hung up; {computed:.0f} samples computed")
+    assert statuses == [200] * 96 and computed == 96
+
+
 # --- 7. every bad input is a 4xx JSON error -------------------------------------------------------------------
 
 def _tensor_request(**extra):

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 import rednet
@@ -322,6 +323,10 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, exc: BodyTooLarge):
         return _error(413, str(exc), {"Connection": "close"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        return _error(499, "client closed the request")  # nobody reads it; keeps the log free of tracebacks
 
     @app.exception_handler(WorkerCrashed)
     async def worker_crashed(request: Request, exc: WorkerCrashed):
