@@ -251,3 +251,13 @@ def test_parity_chooses_the_sizes_a_file_accepts(tmp_path):
         assert accepted_inputs(tmp_path / f"{name}.onnx") == expected, name
     with pytest.raises(ValueError, match="size 16 is below 32"):
         accepted_inputs(tmp_path / "dynamic.onnx", sizes=(16,))
+
+
+def test_ctrl_c_is_exit_130_with_one_line(tmp_path, capsys, monkeypatch):
+    import export.exporter
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(export.exporter, "to_onnx", interrupted)
+    proc = run_in_process("export", "rednet26", "--out", tmp_path / "m.onnx", capsys=capsys)
+    assert proc.returncode == 130 and proc.stderr.strip() == "interrupted" and not any(tmp_path.iterdir())
