@@ -386,10 +386,12 @@ def test_rejected_timing_cache_is_replaced_not_ignored(tmp_path):
 
 def test_plan_and_sidecar_are_written_together(tmp_path):
     plan = tmp_path / "m.plan"
-    write_plan(plan, b"plan v1", {"precision": "fp32"})
-    assert plan.read_bytes() == b"plan v1" and load_sidecar(plan) == {"precision": "fp32"}
-    write_plan(plan, b"plan v2", {"precision": "fp16"})
-    assert plan.read_bytes() == b"plan v2" and load_sidecar(plan) == {"precision": "fp16"}
+    profile = {"input": {"min": [1, 3, 64, 64], "max": [8, 3, 64, 64]}}  # what load_sidecar requires
+    v1, v2 = ({"onnx": "m.onnx", "precision": p, "profile": profile} for p in ("fp32", "fp16"))
+    write_plan(plan, b"plan v1", v1)
+    assert plan.read_bytes() == b"plan v1" and load_sidecar(plan) == v1
+    write_plan(plan, b"plan v2", v2)
+    assert plan.read_bytes() == b"plan v2" and load_sidecar(plan) == v2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.plan", "m.plan.json"]  # no temporary files left
 
 
