@@ -4,6 +4,7 @@ onnx.reference, each against the fp64 unfold oracle within the rounding bound (t
 errors naming the value, and the session keeps working."""
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -87,23 +88,20 @@ def test_fp16_accumulates_in_fp32(backend, case):
     assert_within_rounding_bound(y, x16, w16, attrs)  # fp32 accumulation, then one rounding to fp16
 
 
-@pytest.fixture
-def profile_dir(tmp_path, monkeypatch):
-    """ONNX Runtime writes its profile into the working directory: keep it in tmp_path, also when a run fails."""
-    monkeypatch.chdir(tmp_path)
-
-
 def profiled_run(case, **session_options):
     """Run the single-node model once with ONNX Runtime's profiler on: (output, the profile's node events)."""
     session = create_session(node_model(case), custom_ops=True, enable_profiling=True, **session_options)
     x, weight, _ = inputs(case)
-    y = session.run(None, {"x": x, "weight": weight})[0]
-    with open(session.end_profiling()) as f:
-        return y, [e for e in json.load(f) if e.get("cat") == "Node"]
+    try:
+        y = session.run(None, {"x": x, "weight": weight})[0]
+    finally:  # the profile is written into the working directory: never leave it there, also when the run fails
+        profile = Path(session.end_profiling())
+        events = [e for e in json.loads(profile.read_text()) if e.get("cat") == "Node"]
+        profile.unlink()
+    return y, events
 
 
 @needs_lib
-@pytest.mark.usefixtures("profile_dir")
 def test_library_runs_our_kernel_not_the_function_body():
     """With the library registered the node is claimed by our kernel even though the function body is present."""
     _, events = profiled_run(SWEEP[0])
@@ -112,7 +110,6 @@ def test_library_runs_our_kernel_not_the_function_body():
 
 
 @needs_lib
-@pytest.mark.usefixtures("profile_dir")
 def test_threads_are_honoured_and_results_identical():
     """The node's profile shows ONNX Runtime's intra-op pool of the requested size (t − 1 workers beside the calling
     thread) and a parallel loop our kernel ran on it; with one thread there is no pool. The output is the same.
