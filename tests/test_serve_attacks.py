@@ -259,8 +259,9 @@ def test_requests_whose_client_disconnected_are_not_computed(onnx_path):
         for t in threads:
             t.start()
         started.wait(60)
-        while _metric(s, "rednet_queue_depth") < 8:  # a queue to wait in
-            pass
+        deadline = time.monotonic() + 60
+        while _metric(s, "rednet_queue_depth") < 8:  # a queue for the hung-up requests to wait in
+            assert time.monotonic() < deadline, "the staying clients never built a queue of 8"
         for _ in range(8):
             with socket.create_connection(("127.0.0.1", s.port)) as sock:
                 sock.sendall(request)  # and hang up at once
