@@ -67,8 +67,8 @@ parity: $(VENV)/.installed  ## MODEL= [CHECKPOINT=] [PRECISION=] [ONNX=]: PyTorc
 	$(CLI) parity $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ONNX),--onnx $(ONNX)) \
 	  $(if $(filter 1,$(TF32)),--tf32)
 
-bench: $(VENV)/.installed  ## [THREADS=2]: op + model benchmarks on ONNX Runtime CPU -> bench/results/ort_cpu.{json,png}
-	$(CLI) bench --threads $(or $(THREADS),2)
+bench: $(VENV)/.installed  ## [THREADS=2] [ROUNDS=5]: op + model benchmarks on the CPU runtimes -> bench/results/ort_cpu.{json,png}
+	$(CLI) bench --threads $(or $(THREADS),2) --rounds $(or $(ROUNDS),5)
 
 # The token never goes on a command line (ps shows those): REDNET_SERVE_TOKEN or TOKEN from the environment, or a file.
 serve: $(VENV)/.installed  ## MODEL= [BACKEND=onnxruntime|tensorrt] [PORT=8000] [MAX_BATCH=] [MAX_DELAY_MS=] [HOST=] [TOKEN_FILE=] (or REDNET_SERVE_TOKEN in the env)
