@@ -176,6 +176,26 @@ def test_a_request_that_cannot_finish_before_its_deadline_is_answered_without_co
     assert run(main()).tolist() == [[1.0]] and [c.tolist() for c in backend.calls] == [[[1.0]]]
 
 
+def test_one_slow_batch_does_not_make_the_batcher_refuse_all_later_work():
+    backend = GatedBackend(open_gate=True)
+
+    async def main():
+        b = DynamicBatcher(backend, max_batch=1, max_delay_ms=0)
+        b.start()
+        b.expected_batch_s = 60.0  # one outlier batch of a minute, timeouts of a second
+        outcomes = []
+        for i in range(64):
+            try:
+                outcomes.append((await b.submit(np.full((1, 1), i, np.float32), 1)).item())
+            except asyncio.TimeoutError:
+                outcomes.append("timeout")
+        await b.stop()
+        return outcomes
+    outcomes = run(main())
+    assert outcomes[0] == "timeout" and outcomes[-1] == 63.0, outcomes  # refused while the estimate says so, then run
+    assert len(backend.calls) == sum(o != "timeout" for o in outcomes)  # refused requests were never computed
+
+
 def test_backend_errors_reach_every_caller_of_the_batch():
     def broken(x):
         raise RuntimeError("device lost")

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deploy.backends import create_backend
 from deploy.serve.process import ServerProcess
 from test_serve import RSS_BOUND, SIZE, MemoryWatch, assert_error, exported
 from helpers import requires
@@ -214,31 +215,56 @@ def test_one_request_cannot_carry_more_than_the_sample_limit(server, encoding):
 
 # --- 6. timeouts cancel work ----------------------------------------------------------------------------------
 
+def backend_ms_per_request(onnx_path) -> float:
+    """Median time of one request's inference on this machine now (the server's backend: our op library, ONNX
+    Runtime's default threads), so the overload below is an overload however fast or loaded the machine is."""
+    backend = create_backend("onnxruntime", onnx_model=onnx_path)
+    x = np.full((1, 3, SIZE, SIZE), 0.5, np.float32)
+    for _ in range(3):
+        backend(x)
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        backend(x)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
 def test_timed_out_requests_are_not_computed(onnx_path):
-    """Overload with --timeout-ms 300: requests that time out leave the queue before the backend sees them, so
-    computed samples exceed delivered ones by at most the few that timed out during their own backend call."""
-    with ServerProcess(onnx_path, "--max-batch", "1", "--max-delay-ms", "0", "--timeout-ms", "300",
+    """Overload: 64 clients keep the queue ~63 requests deep at --max-batch 1 while each request may wait only ~20
+    inference times (the issue's --timeout-ms 300 is no overload on a fast machine). Requests that time out leave
+    the queue before the backend sees them, so computed samples exceed delivered ones by at most the few that
+    timed out during their own backend call."""
+    timeout_ms = max(20, round(20 * backend_ms_per_request(onnx_path)))
+    with ServerProcess(onnx_path, "--max-batch", "1", "--max-delay-ms", "0", "--timeout-ms", str(timeout_ms),
                        "--max-queue", "1024") as s:
-        body = _json_body(3 * SIZE * SIZE)
+        # binary tensors: parsing is negligible, so the backend time the timeout is sized by is the server's too
+        x = np.full((1, 3, SIZE, SIZE), 0.5, np.float32)
+        header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                                         "parameters": {"binary_data_size": x.nbytes}}]}).encode()
         statuses = []
 
         def client():
             with httpx.Client(base_url=s.url, timeout=60) as c:
                 for _ in range(3):
-                    statuses.append(c.post(INFER, content=body).status_code)
-        threads = [threading.Thread(target=client) for _ in range(32)]
+                    statuses.append(c.post(INFER, content=header + x.tobytes(), headers={
+                        "Inference-Header-Content-Length": str(len(header))}).status_code)
+        threads = [threading.Thread(target=client) for _ in range(64)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         depth = _metric(s, "rednet_queue_depth")
         computed, delivered = _metric(s, "rednet_samples_computed_total"), _metric(s, "rednet_samples_delivered_total")
-    print(f"\n{len(statuses)} requests: {statuses.count(200)} answered, {statuses.count(504)} timed out; "
+    print(f"\ntimeout {timeout_ms} ms, {len(statuses)} requests: {statuses.count(200)} answered, {statuses.count(504)} timed out; "
           f"{computed:.0f} samples computed, {delivered:.0f} delivered")
-    assert 504 in statuses and set(statuses) <= {200, 504}, set(statuses)
+    assert 504 in statuses and 200 in statuses and set(statuses) <= {200, 504}, set(statuses)
     assert delivered == statuses.count(200)  # the warm-up at load calls the backend directly
     assert depth == 0
-    assert computed - delivered <= max(3, 0.1 * computed), (computed, delivered, statuses.count(504))
+    # Timed-out requests leave the queue uncomputed. Only those whose deadline passes during their own backend
+    # call (or while the result is handed over on a busy loop) are computed in vain: a minority of the timed-out
+    # ones on a shared 2-core machine. Main computed every one of them (the issue: 596 computed, 12 delivered).
+    assert computed - delivered <= max(3, 0.25 * statuses.count(504)), (computed, delivered, statuses.count(504))
 
 
 def test_requests_whose_client_disconnected_are_not_computed(onnx_path):

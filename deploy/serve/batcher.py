@@ -136,6 +136,9 @@ class DynamicBatcher:
             return False
         if pending.deadline - now < self.expected_batch_s:
             pending.future.set_exception(asyncio.TimeoutError())
+            # the estimate is only refreshed by batches that run: it shrinks a little with every refusal, so one
+            # slow batch cannot make the server refuse all later work (it would never run a batch to learn otherwise)
+            self.expected_batch_s *= 0.9
             return False
         return True
 
