@@ -11,7 +11,8 @@ Contract (spec/Involution.yaml)::
     y = act(scale[c] * acc + shift[c]),  act: 0 none, 1 ReLU;  g = c // (C/G), zero padding.
 
 On the CPU in fp32/fp16 the op runs the project's C++ kernel (plugins/torch, on PyTorch's thread pool) when
-`make plugins` has built it. Elsewhere, and as the fallback, it walks the K*K kernel taps and accumulates strided
+`make plugins` has built it; on CUDA in fp32/fp16, the project's CUDA kernel through its C ABI (rednet/ops/cuda.py).
+Elsewhere, and as the fallback, it walks the K*K kernel taps and accumulates strided
 views of the padded input, so memory grows with the output, never with K*K times the input (as unfold does).
 fp16/bf16 are accumulated in fp32 either way, epilogue included. A fake kernel gives shapes to torch.export / torch.compile, and an autograd
 formula makes the op trainable.
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
+from . import cuda
 from .spec import check_shapes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -121,6 +123,9 @@ def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: 
     if x.device.type == "cpu" and x.dtype in _NATIVE_CPU_DTYPES and native_cpu_kernel() is not None:
         return native_cpu_kernel()(*args)
     return involution_strided(*args)
+
+
+involution.register_kernel("cuda", cuda.involution_cuda)
 
 
 @involution.register_fake

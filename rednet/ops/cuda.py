@@ -1,0 +1,95 @@
+"""``rednet::involution`` on CUDA: the project's CUDA kernel, the launcher the TensorRT plugin and the ONNX Runtime
+CUDA op run, called through its C ABI (``rednet_involution_cuda`` in librednet_cuda_capi.so,
+plugins/common/involution_capi.cpp) with ctypes, on torch's current stream of the tensors' device.
+
+fp32 and fp16 (accumulated in fp32, the fused epilogue included) run the kernel; fp64 and bf16, which it does not
+compute, run the strided PyTorch formulation. Where the library was not built (no nvcc at `make plugins`), the
+op still runs, on the strided formulation, and says so once (a RuntimeWarning naming the build command): silently
+slower would hide that the GPU path is not the kernel the deployment runs. The backward pass is the op's autograd
+formula (rednet/ops/involution.py), which runs on any device.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import warnings
+from typing import Optional
+
+import torch
+
+KERNEL_DTYPES = (torch.float32, torch.float16)
+ERROR_BYTES = 1024
+NUM_ATTRIBUTES = 6  # kernel_size, stride, padding, dilation, groups, activation (the contract's order)
+
+# rednet_involution_cuda(fp16, x, weight, scale, shift, y, attrs[6], x_dims[4], w_dims[4], channel_last, pitches[3],
+#                        kernel, stream, error, error_size) -> 0 or 1
+_I64_ATTRS, _I64_DIMS = ctypes.c_int64 * NUM_ATTRIBUTES, ctypes.c_int64 * 4
+_I64_P = ctypes.POINTER(ctypes.c_int64)
+PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, *[ctypes.c_void_p] * 5, _I64_P, _I64_P, _I64_P, ctypes.c_int,
+                             _I64_P, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class CudaInvolution:
+    """The C ABI's marshalling: tensors in (device pointers, the contract's dims), an exception out."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                 y: torch.Tensor, attrs, stream: int, kernel: Optional[str] = None) -> None:
+        """y = the op on NCHW-contiguous x, weight, scale, shift of one dtype; raises RuntimeError with the
+        library's message where it refuses (contract, driver) or the launch fails."""
+        error = ctypes.create_string_buffer(ERROR_BYTES)
+        rc = self.fn(int(x.dtype == torch.float16), x.data_ptr(), weight.data_ptr(), scale.data_ptr(),
+                     shift.data_ptr(), y.data_ptr(), _I64_ATTRS(*attrs), _I64_DIMS(*x.shape), _I64_DIMS(*weight.shape),
+                     0, None, kernel.encode() if kernel else None, stream, error, ERROR_BYTES)
+        if rc != 0:
+            raise RuntimeError(f"rednet::involution CUDA kernel: {error.value.decode(errors='replace')}")
+
+
+def load(path) -> CudaInvolution:
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise RuntimeError(f"{path} does not load ({e}); rebuild it with `make plugins`") from e
+    return CudaInvolution(PROTOTYPE(("rednet_involution_cuda", lib)))
+
+
+@functools.cache
+def cuda_kernel() -> CudaInvolution | None:
+    """The C ABI of the built library (deploy.native finds it), or None where it was not built."""
+    from deploy.native import find_library  # the one place that knows where native libraries live
+    path = find_library("cuda_capi", required=False)
+    return None if path is None else load(path)
+
+
+@functools.cache
+def _warn_fallback() -> None:
+    warnings.warn("rednet::involution on CUDA runs the strided PyTorch formulation: librednet_cuda_capi.so is not "
+                  "built (`make plugins` on a machine with nvcc, or set REDNET_CUDA_CAPI_LIB)", RuntimeWarning,
+                  stacklevel=3)
+
+
+def involution_cuda(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: int, padding: int,
+                    dilation: int, groups: int, scale: Optional[torch.Tensor] = None,
+                    shift: Optional[torch.Tensor] = None, activation: int = 0) -> torch.Tensor:
+    """The op's CUDA implementation (registered for the CUDA dispatch key in rednet/ops/involution.py)."""
+    from .involution import _check, involution_strided
+    out_shape = _check(x, weight, kernel_size, stride, padding, dilation, groups, scale, shift, activation)
+    args = (x, weight, kernel_size, stride, padding, dilation, groups, scale, shift, activation)
+    if x.dtype not in KERNEL_DTYPES:
+        return involution_strided(*args)
+    kernel = cuda_kernel()
+    if kernel is None:
+        _warn_fallback()
+        return involution_strided(*args)
+    channels = x.shape[1]
+    scale = torch.ones(channels, dtype=x.dtype, device=x.device) if scale is None else scale.contiguous()
+    shift = torch.zeros(channels, dtype=x.dtype, device=x.device) if shift is None else shift.contiguous()
+    y = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+    # the library's CUDA runtime picks up the context torch makes current for the tensors' device
+    with torch.cuda.device(x.device):
+        kernel(x.contiguous(), weight.contiguous(), scale, shift, y,
+               (kernel_size, stride, padding, dilation, groups, activation),
+               torch.cuda.current_stream(x.device).cuda_stream)
+    return y
