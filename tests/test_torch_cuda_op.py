@@ -37,7 +37,7 @@ class FakeLibrary:
               error, error_size):
         call = dict(fp16=fp16, ptrs=(x, weight, scale, shift, y), attrs=[attrs[i] for i in range(6)],
                     x_dims=[x_dims[i] for i in range(4)], w_dims=[w_dims[i] for i in range(4)],
-                    channel_last=channel_last, pitches=bool(pitches), kernel=kernel, stream=stream)
+                    channel_last=channel_last, pitches=[pitches[i] for i in range(3)] if pitches else None, kernel=kernel, stream=stream)
         self.calls.append(call)
         if self.fail_with is not None:
             ctypes.memmove(error, self.fail_with.encode() + b"\0", min(len(self.fail_with) + 1, error_size))
@@ -99,7 +99,7 @@ def test_every_argument_reaches_the_c_abi(monkeypatch, fake_device, dtype, epilo
     assert call["fp16"] == (dtype == torch.float16)
     assert call["attrs"] == [k, s, p, d, g, activation]
     assert call["x_dims"] == [n, c, h, w] and call["w_dims"] == list(weight.shape)
-    assert call["channel_last"] == 0 and not call["pitches"] and call["kernel"] is None  # NCHW, launcher's choice
+    assert call["channel_last"] == 0 and call["pitches"] is None and call["kernel"] is None  # NCHW, launcher's choice
     assert call["stream"] == STREAM and fake_device["stream_device"] == x.device == fake_device["guard_device"]
     assert torch.equal(call["x"], x) and torch.equal(call["weight"], weight)
     assert torch.equal(call["scale"], scale if epilogue else torch.ones(c, dtype=dtype))  # None: ones / zeros
@@ -120,6 +120,30 @@ def test_non_contiguous_inputs_arrive_contiguous(monkeypatch, fake_device):
     (call,) = lib.calls
     assert torch.equal(call["x"], x) and torch.equal(call["weight"], weight) and torch.equal(call["scale"], scale)
     torch.testing.assert_close(y, involution_strided(x, weight, k, s, p, d, g, scale))
+
+
+def test_channel_last_tensors_go_with_their_pitches():
+    """torch.channels_last is [N][H][W][C]; a channel slice of a wider channel-last tensor keeps the wider pitch,
+    as TensorRT's kHWC8 pads C to a multiple of 8."""
+    n, c, h, w, k, s, p, d, g = CASE
+    x, weight = random_inputs(*CASE, dtype=torch.float16)
+    wide = torch.zeros(n, c + 8, h, w, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    wide[:, :c] = x
+    x_padded = wide[:, :c]
+    weight_cl = weight.contiguous(memory_format=torch.channels_last)
+    y = torch.empty(n, c, 5, 6, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    lib = FakeLibrary(fail_with="recorded")
+    kernel = cuda.CudaInvolution(lib.fn)
+    with pytest.raises(RuntimeError, match="recorded"):
+        kernel(x_padded, weight_cl, torch.ones(c), torch.zeros(c), y, CASE[4:] + (0,), STREAM, kernel="PerPixel")
+    (call,) = lib.calls
+    assert call["channel_last"] == 1 and call["pitches"] == [c + 8, g * k * k, c] and call["kernel"] == b"PerPixel"
+    assert call["x_dims"] == [n, c, h, w] and call["ptrs"][0] == x_padded.data_ptr()
+    with pytest.raises(ValueError, match="NCHW-contiguous or all channel-last"):
+        kernel(x_padded, weight, torch.ones(c), torch.zeros(c), y, CASE[4:] + (0,), STREAM)
+    with pytest.raises(ValueError, match="NCHW-contiguous or all channel-last"):
+        kernel(x.transpose(2, 3), weight, torch.ones(c), torch.zeros(c), y, CASE[4:] + (0,), STREAM)
+    assert len(lib.calls) == 1
 
 
 def test_a_refusal_becomes_a_runtime_error_with_the_message(monkeypatch, fake_device):
@@ -173,9 +197,12 @@ def test_the_built_library_has_this_prototype():
     with pytest.raises(RuntimeError, match="activation=2"):
         kernel(x, weight, scale, shift, y, attrs[:5] + [2], STREAM)
     with pytest.raises(RuntimeError, match=r"weight shape \(2, 196, 5, 5\)"):
-        kernel(x, weight[..., :5], scale, shift, y, attrs, STREAM)
+        kernel(x, weight[..., :5].contiguous(), scale, shift, y, attrs, STREAM)
     with pytest.raises(RuntimeError, match="unknown CUDA kernel 'Fastest'"):
         kernel(x, weight, scale, shift, y, attrs, STREAM, kernel="Fastest")
+    with pytest.raises(cuda.Unsupported, match="NCHW tensors only"):  # this build's launcher: NCHW only
+        kernel(x.contiguous(memory_format=torch.channels_last), weight.contiguous(memory_format=torch.channels_last),
+               scale, shift, y.contiguous(memory_format=torch.channels_last), attrs, STREAM)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no NVIDIA driver found"):
             kernel(x, weight, scale, shift, y, attrs, STREAM)

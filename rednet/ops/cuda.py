@@ -22,29 +22,52 @@ ERROR_BYTES = 1024
 NUM_ATTRIBUTES = 6  # kernel_size, stride, padding, dilation, groups, activation (the contract's order)
 
 # rednet_involution_cuda(fp16, x, weight, scale, shift, y, attrs[6], x_dims[4], w_dims[4], channel_last, pitches[3],
-#                        kernel, stream, error, error_size) -> 0 or 1
-_I64_ATTRS, _I64_DIMS = ctypes.c_int64 * NUM_ATTRIBUTES, ctypes.c_int64 * 4
+#                        kernel, stream, error, error_size) -> 0, 1 (refused or failed) or UNSUPPORTED
+UNSUPPORTED = 2
+_I64_ATTRS, _I64_DIMS, _I64_PITCHES = ctypes.c_int64 * NUM_ATTRIBUTES, ctypes.c_int64 * 4, ctypes.c_int64 * 3
 _I64_P = ctypes.POINTER(ctypes.c_int64)
 PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, *[ctypes.c_void_p] * 5, _I64_P, _I64_P, _I64_P, ctypes.c_int,
                              _I64_P, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
+class Unsupported(RuntimeError):
+    """The library cannot run this request in this build (a layout or a forced kernel it does not have for it)."""
+
+
+def channel_pitch(t: torch.Tensor) -> int | None:
+    """0 for an NCHW-contiguous tensor; its channel pitch (elements between pixels) for a channel-last one
+    ([N][H][W][pitch], channels contiguous: torch.channels_last has pitch C); None for any other strides."""
+    if t.is_contiguous():
+        return 0
+    n, c, h, w = t.shape
+    sn, sc, sh, sw = t.stride()
+    return sw if sc == 1 and sw >= c and sh == w * sw and sn == h * sh else None
+
+
 class CudaInvolution:
-    """The C ABI's marshalling: tensors in (device pointers, the contract's dims), an exception out."""
+    """The C ABI's marshalling: tensors in (device pointers, the contract's dims, the layout), an exception out."""
 
     def __init__(self, fn):
         self.fn = fn
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                  y: torch.Tensor, attrs, stream: int, kernel: Optional[str] = None) -> None:
-        """y = the op on NCHW-contiguous x, weight, scale, shift of one dtype; raises RuntimeError with the
-        library's message where it refuses (contract, driver) or the launch fails."""
+        """y = the op on x, weight, y all NCHW-contiguous or all channel-last (channel_pitch), scale and shift
+        contiguous, one dtype. Raises Unsupported where this build has no kernel for the request, RuntimeError with
+        the library's message where it refuses (contract, driver) or the launch fails."""
+        pitches = [channel_pitch(t) for t in (x, weight, y)]
+        channel_last = pitches != [0, 0, 0]
+        if None in pitches or (channel_last and 0 in pitches):
+            raise ValueError(f"involution CUDA kernel: x, weight and y must all be NCHW-contiguous or all channel-last, "
+                             f"got strides {x.stride()}, {weight.stride()}, {y.stride()}")
         error = ctypes.create_string_buffer(ERROR_BYTES)
         rc = self.fn(int(x.dtype == torch.float16), x.data_ptr(), weight.data_ptr(), scale.data_ptr(),
                      shift.data_ptr(), y.data_ptr(), _I64_ATTRS(*attrs), _I64_DIMS(*x.shape), _I64_DIMS(*weight.shape),
-                     0, None, kernel.encode() if kernel else None, stream, error, ERROR_BYTES)
+                     int(channel_last), _I64_PITCHES(*pitches) if channel_last else None,
+                     kernel.encode() if kernel else None, stream, error, ERROR_BYTES)
         if rc != 0:
-            raise RuntimeError(f"rednet::involution CUDA kernel: {error.value.decode(errors='replace')}")
+            message = f"rednet::involution CUDA kernel: {error.value.decode(errors='replace')}"
+            raise Unsupported(message) if rc == UNSUPPORTED else RuntimeError(message)
 
 
 def load(path) -> CudaInvolution:
