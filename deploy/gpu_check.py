@@ -33,11 +33,11 @@ from pathlib import Path
 REDNET50_SHAPES = [(32, 112, 112, 3, 1, 2), (64, 56, 56, 7, 1, 4), (128, 56, 56, 7, 2, 8), (128, 28, 28, 7, 1, 8),
                    (256, 28, 28, 7, 2, 16), (256, 14, 14, 7, 1, 16), (512, 14, 14, 7, 2, 32), (512, 7, 7, 7, 1, 32)]
 # (kernel_size, stride, dilation, groups, N, C, H, W): tile edges, odd sizes, dilation, stride 2, 5/10/16/40 channels
-# per group, and RedNet's shapes; padding is (K-1)/2 * dilation.
+# per group, RedNet's shapes and small maps (every row of the launcher's table); padding is (K-1)/2 * dilation.
 SWEEP = [(3, 1, 1, 2, 2, 32, 17, 17), (3, 2, 1, 1, 1, 16, 9, 12), (5, 1, 2, 4, 3, 64, 15, 8),
          (5, 2, 1, 2, 2, 32, 8, 13), (7, 1, 1, 4, 2, 64, 56, 56), (7, 2, 1, 8, 1, 128, 57, 55),
          (7, 1, 2, 2, 1, 40, 23, 19), (7, 2, 2, 1, 2, 20, 31, 30), (7, 1, 1, 32, 3, 512, 7, 7),
-         (9, 3, 1, 1, 1, 16, 40, 41)]
+         (7, 2, 1, 16, 2, 256, 14, 14), (9, 3, 1, 1, 1, 16, 40, 41)]
 BENCH_BATCHES = (8, 32)
 MODEL_BATCHES = (1, 8, 32)
 PRECISIONS = ("fp32", "fp16")
@@ -134,6 +134,20 @@ def time_us(fn, repeats: int, replays: int = 5) -> tuple[float, str]:
     return statistics.median(times), how
 
 
+def cuda_launches(fn) -> list[str]:
+    """The name of every CUDA kernel ``fn`` launches, in order (the profiler's): they show the launcher's choice."""
+    import torch
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def cuda_kernels_of(fn) -> list[str]:
+    return sorted(set(cuda_launches(fn)))
+
+
 # ---- (a) parity ------------------------------------------------------------------------------------------------
 
 def _inputs(n, c, h, w, k, s, p, d, g, dtype, gen, epilogue: bool):
@@ -192,9 +206,10 @@ def check_kernels(kernel) -> list[dict]:
                                "groups": g, "epilogue": epilogue, "precision": precision, "layout": layout,
                                "kernel": name or "launcher"}
                         try:
-                            y = run_kernel(kernel, x, weight, scale, shift, (k, s, p, d, g, activation), layout, name)
-                            torch.cuda.synchronize()
-                            row.update(compare(y, ref, precision))
+                            out = []
+                            row["cuda_kernels"] = cuda_kernels_of(lambda: out.append(run_kernel(
+                                kernel, x, weight, scale, shift, (k, s, p, d, g, activation), layout, name)))
+                            row.update(compare(out[0], ref, precision))
                         except Unsupported as e:
                             row.update(passed=None, not_run=str(e))
                         except RuntimeError as e:
@@ -219,10 +234,9 @@ def check_torch_op() -> list[dict]:
             x, weight, scale, shift = _inputs(n, c, h, w, k, s, p, d, g, dtype, gen, True)
             x.requires_grad_(True)
             weight.requires_grad_(True)
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                y = involution(x, weight, k, s, p, d, g, scale, shift, 1)
-                torch.cuda.synchronize()
-            kernels = sorted({e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
+            out = []
+            kernels = cuda_kernels_of(lambda: out.append(involution(x, weight, k, s, p, d, g, scale, shift, 1)))
+            y = out[0]
             ref = involution_strided(x.double(), weight.double(), k, s, p, d, g, scale.double(), shift.double(), 1)
             row = {"x": [n, c, h, w], "kernel_size": k, "stride": s, "precision": precision, "cuda_kernels": kernels,
                    "ran_our_kernel": any(OUR_KERNELS in name for name in kernels), **compare(y.detach(), ref, precision)}
@@ -294,6 +308,8 @@ def bench_kernels(kernel, batches, repeats: int, progress=print) -> list[dict]:
                        "precision": precision, "bytes": moved, "us": {}, "timing": {}, "not_run": {}}
                 for key, fn in candidates.items():
                     try:
+                        if key.startswith("launcher") or key == "per_pixel":
+                            row.setdefault("cuda_kernels", {})[key] = cuda_kernels_of(fn)
                         row["us"][key], row["timing"][key] = time_us(fn, repeats if key != "unfold" else 3)
                     except Unsupported as e:
                         row["not_run"][key] = str(e)
@@ -341,16 +357,13 @@ def bench_models(batches, repeats: int, progress=print) -> dict:
                 ms = [time_us_eager(lambda: model(x), repeats) / 1e3 for _ in range(3)]
                 rows.append({"model": name, "batch": batch, "ms": statistics.median(ms), "ms_runs": ms})
                 progress(f"  {name} batch {batch}: {statistics.median(ms):.3f} ms")
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            models["rednet50"](x)
-            torch.cuda.synchronize()
-    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        launches = cuda_launches(lambda: models["rednet50"](x))
     ratios = {}
     for batch in batches:
         ms = {r["model"]: r["ms"] for r in rows if r["batch"] == batch}
         ratios[str(batch)] = ms["rednet50"] / ms["resnet50"]
     return {"settings": "eager, torch.inference_mode, fp16, channels_last, cudnn.benchmark", "fused_epilogues": fused,
-            "involution_kernel_launches_per_forward": sum(OUR_KERNELS in k for k in kernels), "rows": rows,
+            "involution_kernel_launches_per_forward": sum(OUR_KERNELS in k for k in launches), "rows": rows,
             "rednet50_over_resnet50": ratios}
 
 
@@ -469,6 +482,8 @@ def main(argv=None) -> int:
     print("(a) kernels vs the PyTorch op's formulation, every kernel and layout", flush=True)
     report["kernel_parity"] = check_kernels(kernel)
     ran = [r for r in report["kernel_parity"] if r["passed"] is not None]
+    report["kernels_covered_by_parity"] = sorted({k for r in ran for k in r.get("cuda_kernels", [])})
+    print(f"    kernels run: {len(report['kernels_covered_by_parity'])}", flush=True)
     print(f"    {sum(r['passed'] for r in ran)}/{len(ran)} within tolerance, "
           f"{len(report['kernel_parity']) - len(ran)} not run by this build", flush=True)
     report["torch_op"] = check_torch_op()
