@@ -79,6 +79,13 @@ def test_derived_ratios():
     assert "speedup_over_per_pixel" not in partial and partial["fraction_of_copy"] == {}
 
 
+def test_latency_ratios():
+    rows = [{"model": "rednet50", "batch": 1, "ms": 3.0}, {"model": "resnet50", "batch": 1, "ms": 2.0},
+            {"model": "resnet50", "batch": 32, "ms": 20.0}, {"model": "rednet50", "batch": 32, "ms": 18.0},
+            {"model": "rednet50", "batch": 8, "ms": 5.0}]  # no ResNet-50 at batch 8: no ratio
+    assert gpu_check.latency_ratios(rows) == {"1": pytest.approx(1.5), "32": pytest.approx(0.9)}
+
+
 def test_targets_met():
     met = gpu_check.evaluate_targets(fake_report()["bench"], fake_report()["models"])
     assert met["large_layers_fp16_bs32_fraction_of_copy"]["met"] is True
