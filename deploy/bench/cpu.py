@@ -203,6 +203,38 @@ def bench_models(threads: int, batches: tuple[int, ...], rounds: int, progress: 
     return rows
 
 
+PROFILE_LEVELS = {"all (NCHWc layout)": "ORT_ENABLE_ALL", "extended (no NCHWc)": "ORT_ENABLE_EXTENDED"}
+
+
+def profile_ops(threads: int, batch: int, runs: int, progress: Callable[[str], None]) -> dict:
+    """RedNet-50 on ONNX Runtime, ms per run by op type from its profiler, at each graph optimisation level that
+    decides the layout conversions (Reorder* nodes, NCHWc ↔ NCHW around our NCHW-only op)."""
+    import onnxruntime as ort
+    proto = to_onnx(ExportOptions("rednet50"), model=rednet.create_model("rednet50").eval())
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    result = {}
+    for label, level in PROFILE_LEVELS.items():
+        session = create_session(proto, intra_op_threads=threads, enable_profiling=True,
+                                 optimization=getattr(ort.GraphOptimizationLevel, level))
+        session.run(None, {"input": x})  # warm-up, excluded below
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            session.run(None, {"input": x})
+        wall_ms = (time.perf_counter() - t0) * 1e3 / runs
+        profile = Path(session.end_profiling())
+        events = [e for e in json.loads(profile.read_text()) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        profile.unlink()
+        per_op: dict[str, float] = {}
+        for e in events:
+            per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1e3
+        total_runs = runs + 1
+        ms = {op: round(t / total_runs, 2) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])}
+        result[label] = {"wall_ms": round(wall_ms, 1), "op_ms": ms}
+        progress(f"  profile {label}, batch {batch}: {wall_ms:.0f} ms/run; " +
+                 ", ".join(f"{op} {t:.1f}" for op, t in list(ms.items())[:8]))
+    return result
+
+
 def ratios(models: list[dict]) -> dict:
     """RedNet-50 / ResNet-50 per runtime, and torch.compile's RedNet-50 / ours, from paired rounds."""
     by = {(r["model"], r["runtime"], r["batch"]): r for r in models}
@@ -267,7 +299,10 @@ def run(out_dir: Path, threads: int = 2, repeats: int = 10, rounds: int = 5, op_
     progress(f"  fp32 GEMM reference: {gemm:.1f} GMAC/s")
     progress(f"model benchmark (CPU runtimes, {threads} threads, {rounds} interleaved rounds)")
     models = bench_models(threads, tuple(model_batches), rounds, progress)
-    result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models, "ratios": ratios(models)}
+    progress(f"ONNX Runtime profile of RedNet-50 by op type, batch {max(model_batches)}")
+    profile = profile_ops(threads, max(model_batches), runs=4, progress=progress)
+    result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models,
+              "ratios": ratios(models), "onnxruntime_profile": profile}
     for k, v in result["ratios"].items():
         progress(f"  {k}: {v['median']:.2f} (rounds {v['spread'][0]:.2f}–{v['spread'][1]:.2f})")
     path = out_dir / "ort_cpu.json"
