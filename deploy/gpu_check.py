@@ -219,8 +219,8 @@ def check_kernels(kernel) -> list[dict]:
 
 
 def check_torch_op() -> list[dict]:
-    """rednet::involution on CUDA tensors: its forward runs our kernel (kernel names from the profiler), matches
-    the fp64 formulation, and its gradients match the CPU's in fp64."""
+    """rednet::involution on CUDA tensors, NCHW and channels_last: its forward runs our kernel (kernel names from
+    the profiler), matches the fp64 formulation, and its gradients match the CPU's in fp64."""
     import torch
 
     from rednet.ops import involution
@@ -231,28 +231,31 @@ def check_torch_op() -> list[dict]:
         p = (k - 1) // 2 * d
         for precision in PRECISIONS:
             dtype = torch.float16 if precision == "fp16" else torch.float32
-            x, weight, scale, shift = _inputs(n, c, h, w, k, s, p, d, g, dtype, gen, True)
-            x.requires_grad_(True)
-            weight.requires_grad_(True)
-            out = []
-            kernels = cuda_kernels_of(lambda: out.append(involution(x, weight, k, s, p, d, g, scale, shift, 1)))
-            y = out[0]
-            ref = involution_strided(x.double(), weight.double(), k, s, p, d, g, scale.double(), shift.double(), 1)
-            row = {"x": [n, c, h, w], "kernel_size": k, "stride": s, "precision": precision, "cuda_kernels": kernels,
-                   "ran_our_kernel": any(OUR_KERNELS in name for name in kernels), **compare(y.detach(), ref, precision)}
-            # gradients without the ReLU: its mask may flip where fp32 and fp64 round a value near 0 differently
-            y = involution(x, weight, k, s, p, d, g, scale, shift, 0)
-            grad_out = torch.randn(y.shape, device="cuda", generator=gen).to(dtype)
-            gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
-            xc, wc = (t.detach().cpu().double().requires_grad_(True) for t in (x, weight))
-            yc = involution(xc, wc, k, s, p, d, g, scale.cpu().double(), shift.cpu().double(), 0)
-            gxc, gwc = torch.autograd.grad(yc, (xc, wc), grad_out.cpu().double())
-            row["grad_max_rel"] = max(((a.double().cpu() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-                                      for a, b in ((gx, gxc), (gw, gwc)))
-            # fp16 gradients are rounded to fp16 (2^-11 relative) after fp32 accumulation
-            row["passed"] = row["passed"] and row["ran_our_kernel"] and row["grad_max_rel"] <= (
-                1e-5 if precision == "fp32" else 2e-3)
-            rows.append(row)
+            x0, weight0, scale, shift = _inputs(n, c, h, w, k, s, p, d, g, dtype, gen, True)
+            ref = involution_strided(x0.double(), weight0.double(), k, s, p, d, g, scale.double(), shift.double(), 1)
+            for layout in LAYOUTS:
+                fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                x, weight = (t.contiguous(memory_format=fmt).requires_grad_(True) for t in (x0, weight0))
+                out = []
+                kernels = cuda_kernels_of(lambda: out.append(involution(x, weight, k, s, p, d, g, scale, shift, 1)))
+                y = out[0]
+                row = {"x": [n, c, h, w], "kernel_size": k, "stride": s, "precision": precision, "layout": layout,
+                       "y_channels_last": not y.is_contiguous(), "cuda_kernels": kernels,
+                       "ran_our_kernel": any(OUR_KERNELS in name for name in kernels),
+                       **compare(y.detach(), ref, precision)}
+                # gradients without the ReLU: its mask may flip where fp32 and fp64 round a value near 0 differently
+                y = involution(x, weight, k, s, p, d, g, scale, shift, 0)
+                grad_out = torch.randn(y.shape, device="cuda", generator=gen).to(dtype)
+                gx, gw = torch.autograd.grad(y, (x, weight), grad_out)
+                xc, wc = (t.detach().cpu().double().requires_grad_(True) for t in (x, weight))
+                yc = involution(xc, wc, k, s, p, d, g, scale.cpu().double(), shift.cpu().double(), 0)
+                gxc, gwc = torch.autograd.grad(yc, (xc, wc), grad_out.cpu().double())
+                row["grad_max_rel"] = max(((a.double().cpu() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+                                          for a, b in ((gx, gxc), (gw, gwc)))
+                # fp16 gradients are rounded to fp16 (2^-11 relative) after fp32 accumulation
+                row["passed"] = row["passed"] and row["ran_our_kernel"] and row["grad_max_rel"] <= (
+                    1e-5 if precision == "fp32" else 2e-3)
+                rows.append(row)
     return rows
 
 
