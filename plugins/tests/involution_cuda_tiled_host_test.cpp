@@ -236,6 +236,13 @@ void CheckTable() {
          "4-channel groups are narrower than a 16-byte chunk");
   Expect(choose(4, {Layout::kNCHW, 0, 0, 0}, {7, 1, 3, 40, 4}, {1, 64, 300, 300, 60, 60}, true) == KernelId::kPerPixel,
          "a halo beyond the shared memory budget must fall back");
+  // a hostile model's attributes: the halo's size is computed in 64 bits and sends these to the per-pixel kernel
+  Expect(choose(2, {Layout::kNCHW, 0, 0, 0}, {3, 1, rednet::kMaxPadding, rednet::kMaxDilation, 1}, {1, 16, 1, 1, 1, 1},
+                true) == KernelId::kPerPixel,
+         "dilation 65535 must fall back");
+  Expect(choose(2, {Layout::kNCHW, 0, 0, 0}, {7, 2, rednet::kMaxPadding, rednet::kMaxDilation, 1},
+                {1, 16, 1, 1, 32767, 32767}, true) == KernelId::kPerPixel,
+         "a halo of 2^34 pixels must fall back");
 }
 
 }  // namespace
