@@ -43,23 +43,24 @@ inline void Store(uint16_t* dst, float v) { *dst = FloatToHalf(v); }
 // skipped, so memory and work follow the tensors whatever the attributes. Kept out of line: the staged path's
 // code stays as compiled before.
 template <typename T>
-__attribute__((noinline)) void PixelItems(const T* x, const T* weight, T* y, const InvolutionAttrs& a,
-                                          const InvolutionShape& s, int64_t begin, int64_t end) {
-  const InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
-                           s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation)};
+__attribute__((noinline)) void PixelItems(const T* x, const T* weight, const T* scale, const T* shift, T* y,
+                                          const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin,
+                                          int64_t end) {
+  const InvolutionParams p = MakeInvolutionParams(a, s);
   const int64_t tiles = InvolutionCpuRowTiles(s);
   for (int64_t item = begin; item < end; ++item) {
     const int64_t ng = item / tiles, ho0 = item % tiles * kRowsPerItem;
     for (int64_t ho = ho0; ho < std::min(ho0 + kRowsPerItem, s.out_h); ++ho)
       for (int64_t wo = 0; wo < s.out_w; ++wo)
-        InvolutionPixel(x, weight, y, p, (ng * s.out_h + ho) * s.out_w + wo, [](const T* v) { return Load(*v); },
-                        [](T* dst, float v) { Store(dst, v); });
+        InvolutionPixel(x, weight, scale, shift, y, p, (ng * s.out_h + ho) * s.out_w + wo,
+                        [](const T* v) { return Load(*v); }, [](T* dst, float v) { Store(dst, v); });
   }
 }
 
 template <typename T>
-__attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* y, const InvolutionAttrs& a,
-                                                const InvolutionShape& s, int64_t begin, int64_t end) {
+__attribute__((always_inline)) inline void Rows(const T* x, const T* weight, const T* scale, const T* shift, T* y,
+                                                const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin,
+                                                int64_t end) {
   const int64_t K = a.kernel_size, G = a.groups, Cg = s.c / G, stride = a.stride, dil = a.dilation;
   const int64_t hw_out = s.out_h * s.out_w, hw_in = s.h * s.w;
   const int64_t out_w_pad = (s.out_w + kVec - 1) / kVec * kVec;
@@ -71,7 +72,7 @@ __attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* 
   const int64_t direct_end = std::is_same_v<T, float> ? s.out_w / kVec * kVec : 0;
   const int64_t need = kRowsPerItem * K * K * out_w_pad + span * kBlockC * row_len;
   const int64_t item_data = kRowsPerItem * K * K * s.out_w + kBlockC * std::min(span, s.h) * s.w;
-  if (need > kStagingSlack + kStagingPerItemData * item_data) return PixelItems(x, weight, y, a, s, begin, end);
+  if (need > kStagingSlack + kStagingPerItemData * item_data) return PixelItems(x, weight, scale, shift, y, a, s, begin, end);
   thread_local std::vector<float> staging;
   if (staging.size() < static_cast<size_t>(need)) staging.resize(need);
   float* taps = staging.data();                           // [kRowsPerItem][K*K][out_w_pad]
@@ -147,10 +148,12 @@ __attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* 
           }
           const int64_t count = std::min(kVec, s.out_w - t0);
           for (int64_t cb = 0; cb < block; ++cb) {
-            T* dst = y + ((n * s.c + g * Cg + c0 + cb) * s.out_h + ho) * s.out_w + t0;
+            const int64_t c = g * Cg + c0 + cb;
+            T* dst = y + ((n * s.c + c) * s.out_h + ho) * s.out_w + t0;
+            const float scale_c = Load(scale[c]), shift_c = Load(shift[c]);
             float lanes[kVec];
             std::memcpy(lanes, &acc[cb], sizeof lanes);
-            for (int64_t t = 0; t < count; ++t) Store(dst + t, lanes[t]);
+            for (int64_t t = 0; t < count; ++t) Store(dst + t, ApplyEpilogue(lanes[t], scale_c, shift_c, a.activation));
           }
         }
       }
@@ -167,15 +170,16 @@ __attribute__((always_inline)) inline void Rows(const T* x, const T* weight, T* 
 #define REDNET_CPU_CLONES
 #endif
 
-REDNET_CPU_CLONES void InvolutionCpuF32(const float* x, const float* weight, float* y, const InvolutionAttrs& a,
-                                        const InvolutionShape& s, int64_t begin, int64_t end) {
-  Rows(x, weight, y, a, s, begin, end);
+REDNET_CPU_CLONES void InvolutionCpuF32(const float* x, const float* weight, const float* scale, const float* shift,
+                                        float* y, const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin,
+                                        int64_t end) {
+  Rows(x, weight, scale, shift, y, a, s, begin, end);
 }
 
-REDNET_CPU_CLONES void InvolutionCpuF16(const uint16_t* x, const uint16_t* weight, uint16_t* y,
-                                        const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin,
-                                        int64_t end) {
-  Rows(x, weight, y, a, s, begin, end);
+REDNET_CPU_CLONES void InvolutionCpuF16(const uint16_t* x, const uint16_t* weight, const uint16_t* scale,
+                                        const uint16_t* shift, uint16_t* y, const InvolutionAttrs& a,
+                                        const InvolutionShape& s, int64_t begin, int64_t end) {
+  Rows(x, weight, scale, shift, y, a, s, begin, end);
 }
 
 }  // namespace rednet
