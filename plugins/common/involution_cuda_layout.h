@@ -6,29 +6,20 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>
 #endif
 
 #include "half.h"
+#include "involution_contract.h"
 
-#if !defined(REDNET_HD)
-#if defined(__CUDACC__)
-#define REDNET_HD __host__ __device__ __forceinline__
-#else
-#define REDNET_HD inline
-#endif
-#endif
 #if defined(__CUDA_ARCH__)  // the device pass only: host compilers do not know the pragma
-#if !defined(REDNET_UNROLL)
 #define REDNET_UNROLL _Pragma("unroll")
-#endif
 #define REDNET_NO_UNROLL _Pragma("unroll 1")
 #else
-#if !defined(REDNET_UNROLL)
 #define REDNET_UNROLL
-#endif
 #define REDNET_NO_UNROLL
 #endif
 
@@ -54,6 +45,40 @@ struct TensorStrides {
 inline TensorStrides LayoutStrides(Layout order, int64_t c, int64_t h, int64_t w, int64_t pitch) {
   if (order == Layout::kNCHW) return {c * h * w, h * w, w, 1};
   return {h * w * pitch, 1, w * pitch, pitch};
+}
+
+// The layout with every channel pitch given (a 0 becomes the dense pitch).
+inline TensorLayout ResolvePitches(const TensorLayout& l, const InvolutionAttrs& a, const InvolutionShape& s) {
+  const int64_t weight_channels = a.groups * a.kernel_size * a.kernel_size;
+  return {l.order, l.x_pitch ? l.x_pitch : s.c, l.weight_pitch ? l.weight_pitch : weight_channels,
+          l.y_pitch ? l.y_pitch : s.c};
+}
+
+// "" when every channel-last pitch holds its tensor's channels, else a message naming the bad pitch.
+inline std::string CheckTensorLayout(const TensorLayout& l, const InvolutionAttrs& a, const InvolutionShape& s) {
+  if (l.order == Layout::kNCHW) return {};
+  const TensorLayout r = ResolvePitches(l, a, s);
+  const int64_t pitches[3] = {r.x_pitch, r.weight_pitch, r.y_pitch};
+  const int64_t channels[3] = {s.c, a.groups * a.kernel_size * a.kernel_size, s.c};
+  const char* names[3] = {"x", "weight", "y"};
+  for (int i = 0; i < 3; ++i)
+    if (pitches[i] < channels[i])
+      return std::string("involution: channel-last ") + names[i] + " pitch " + std::to_string(pitches[i]) +
+             " is smaller than its " + std::to_string(channels[i]) + " channels";
+  return {};
+}
+
+// Strides of x (N, C, H, W), weight (N, G*K*K, Ho, Wo) and y (N, C, Ho, Wo) in `layout`.
+struct InvolutionStrides {
+  TensorStrides x, weight, y;
+};
+
+inline InvolutionStrides MakeInvolutionStrides(const TensorLayout& layout, const InvolutionAttrs& a,
+                                               const InvolutionShape& s) {
+  const TensorLayout r = ResolvePitches(layout, a, s);
+  return {LayoutStrides(r.order, s.c, s.h, s.w, r.x_pitch),
+          LayoutStrides(r.order, a.groups * a.kernel_size * a.kernel_size, s.out_h, s.out_w, r.weight_pitch),
+          LayoutStrides(r.order, s.c, s.out_h, s.out_w, r.y_pitch)};
 }
 
 // fp32 arithmetic on the storage types: float, __half on the device, IEEE half bits (uint16_t) on the host.

@@ -70,7 +70,7 @@ struct InvolutionProblem {
   TensorLayout layout;
   InvolutionAttrs attrs;
   InvolutionShape shape;
-  bool pointers_aligned;  // x, weight, y all 16-byte aligned
+  bool pointers_aligned;  // x and y 16-byte aligned (what channel-last vector accesses need)
 };
 
 // What a tiled kernel indexes with; built by MakeTiledParams.
@@ -108,18 +108,13 @@ inline int64_t TiledSharedBytes(const TileConfig& t, const InvolutionProblem& pr
 inline TiledParams MakeTiledParams(const TileConfig& t, const InvolutionProblem& pr) {
   const InvolutionAttrs& a = pr.attrs;
   const InvolutionShape& s = pr.shape;
-  const int64_t taps = a.kernel_size * a.kernel_size;
-  const Layout order = pr.layout.order;
   TiledParams p{};
   p.n = s.n, p.c = s.c, p.h = s.h, p.w = s.w, p.out_h = s.out_h, p.out_w = s.out_w, p.groups = a.groups;
   p.group_channels = s.c / a.groups;
   p.kernel_size = int(a.kernel_size), p.stride = int(a.stride), p.padding = int(a.padding);
-  p.dilation = int(a.dilation), p.activation = 0;
-  p.x = LayoutStrides(order, s.c, s.h, s.w, pr.layout.x_pitch ? pr.layout.x_pitch : s.c);
-  p.weight = LayoutStrides(order, a.groups * taps, s.out_h, s.out_w,
-                           pr.layout.weight_pitch ? pr.layout.weight_pitch : a.groups * taps);
-  p.y = LayoutStrides(order, s.c, s.out_h, s.out_w, pr.layout.y_pitch ? pr.layout.y_pitch : s.c);
-  if (t.kernel_size == 0) return p;
+  p.dilation = int(a.dilation), p.activation = int(a.activation);
+  const InvolutionStrides strides = MakeInvolutionStrides(pr.layout, a, s);
+  p.x = strides.x, p.weight = strides.weight, p.y = strides.y;
   p.tiles_h = int(CeilDiv(s.out_h, t.tile_h)), p.tiles_w = int(CeilDiv(s.out_w, t.tile_w));
   // the halo's extent is bounded before this is used (ChooseInvolutionKernel checks it in 64 bits)
   p.halo_h = int((t.tile_h - 1) * a.stride + (a.kernel_size - 1) * a.dilation + 1);
@@ -156,13 +151,10 @@ inline KernelId ChooseInvolutionKernel(const InvolutionProblem& pr) {
   if (group_channels % vector_elements != 0 || group_channels % t.channels_per_thread != 0)
     return KernelId::kPerPixel;
   if (pr.layout.order == Layout::kNHWC) {
-    const int64_t taps = pr.attrs.kernel_size * pr.attrs.kernel_size;
-    const int64_t pitches[3] = {pr.layout.x_pitch ? pr.layout.x_pitch : pr.shape.c,
-                                pr.layout.weight_pitch ? pr.layout.weight_pitch : pr.attrs.groups * taps,
-                                pr.layout.y_pitch ? pr.layout.y_pitch : pr.shape.c};
+    const TensorLayout pitches = ResolvePitches(pr.layout, pr.attrs, pr.shape);
     if (!pr.pointers_aligned) return KernelId::kPerPixel;
     // the weight is read per element; only x and y move as vectors
-    if (pitches[0] % vector_elements != 0 || pitches[2] % vector_elements != 0) return KernelId::kPerPixel;
+    if (pitches.x_pitch % vector_elements != 0 || pitches.y_pitch % vector_elements != 0) return KernelId::kPerPixel;
   }
   if (TiledSharedBytes(t, pr) > kMaxTiledSharedBytes) return KernelId::kPerPixel;
   const int64_t tiles = CeilDiv(pr.shape.out_h, t.tile_h) * CeilDiv(pr.shape.out_w, t.tile_w);
@@ -192,12 +184,6 @@ bool VisitTiledKernel(KernelId id, Fn&& fn) {
     case KernelId::kPerPixel: return false;
   }
   return false;
-}
-
-// y = act(scale * acc + shift): the op's fused epilogue (relu lets NaN through).
-REDNET_HD float TiledEpilogue(float acc, float scale, float shift, int activation) {
-  const float v = scale * acc + shift;
-  return activation == 1 && v < 0.f ? 0.f : v;
 }
 
 template <typename T>
@@ -305,8 +291,8 @@ REDNET_HD void ComputeAndStoreTile(const TiledArgs<T>& a, int64_t block, int thr
     Slice out;
     REDNET_UNROLL
     for (int j = 0; j < CB; ++j)
-      out.v[j] = Element<T>::FromFloat(TiledEpilogue(acc[j], Element<T>::ToFloat(a.scale[c0 + j]),
-                                                     Element<T>::ToFloat(a.shift[c0 + j]), p.activation));
+      out.v[j] = Element<T>::FromFloat(ApplyEpilogue(acc[j], Element<T>::ToFloat(a.scale[c0 + j]),
+                                                    Element<T>::ToFloat(a.shift[c0 + j]), p.activation));
     if constexpr (L == Layout::kNHWC) {
       StoreVec(y_pixel, out);
     } else {

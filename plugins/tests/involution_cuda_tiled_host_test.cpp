@@ -9,6 +9,8 @@
 // padding channels hold NaN in the inputs (never read as data) and a marker in y (never written).
 // Exit code 0 only when all pass; built with sanitizers by `make asan-test`.
 #include <cmath>
+#include <cstring>
+#include <iterator>
 #include <cstdio>
 #include <map>
 #include <new>
@@ -16,9 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "expect.h"
 #include "half.h"
 #include "involution_contract.h"
 #include "involution_cuda_layout.h"
+#include "involution_cuda_pixel.h"
 #include "involution_cuda_tiled.h"
 #include "reference.h"
 
@@ -27,16 +31,9 @@ using rednet::InvolutionShape;
 using rednet::KernelId;
 using rednet::Layout;
 
+using rednet::testing::Expect;
+
 namespace {
-
-int failures = 0;
-
-void Expect(bool ok, const std::string& what) {
-  if (!ok) {
-    ++failures;
-    std::printf("FAIL %s\n", what.c_str());
-  }
-}
 
 struct SharedBuffer {
   explicit SharedBuffer(size_t bytes)
@@ -86,9 +83,8 @@ std::vector<T> ToLayout(const std::vector<float>& nchw, int64_t n, int64_t c, in
 
 struct Case {
   int64_t n, c, h, w;
-  InvolutionAttrs attrs;
-  int activation;
-  int64_t pitch_extra;  // channel-last: pitch = C + pitch_extra (x, y) and G*K*K + pitch_extra (weight)
+  InvolutionAttrs attrs;  // incl. the activation
+  int64_t pitch_extra;    // channel-last: pitch = C + pitch_extra (x, y) and G*K*K + pitch_extra (weight)
 };
 
 std::string Describe(const Case& k, const char* type, Layout layout, KernelId id) {
@@ -96,59 +92,61 @@ std::string Describe(const Case& k, const char* type, Layout layout, KernelId id
   const int64_t dims[4] = {k.n, k.c, k.h, k.w};
   return std::string(rednet::kKernelNames[int(id)]) + " " + type + (layout == Layout::kNCHW ? " NCHW" : " NHWC") +
          " K" + std::to_string(a.kernel_size) + " s" + std::to_string(a.stride) + " p" + std::to_string(a.padding) +
-         " d" + std::to_string(a.dilation) + " g" + std::to_string(a.groups) + " act" + std::to_string(k.activation) +
+         " d" + std::to_string(a.dilation) + " g" + std::to_string(a.groups) + " act" + std::to_string(a.activation) +
          " pitch+" + std::to_string(k.pitch_extra) + " x" + rednet::DimsToString(dims, 4);
 }
 
 std::map<std::string, int> kernels_run;  // "kernel type layout" -> cases
 
-// One case in one storage type and layout: returns the kernel the launcher chose.
+std::string Variant(KernelId id, bool half, Layout layout) {
+  return std::string(rednet::kKernelNames[int(id)]) + (half ? " fp16" : " fp32") +
+         (layout == Layout::kNCHW ? " NCHW" : " NHWC");
+}
+
+// One case in one storage type and layout, through the kernel the launcher chooses.
 template <typename T>
 void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
   constexpr bool kHalf = sizeof(T) == 2;
-  const char* type = kHalf ? "fp16" : "fp32";
   const InvolutionAttrs& a = k.attrs;
   const int64_t taps = a.kernel_size * a.kernel_size;
-  const int64_t x_dims[4] = {k.n, k.c, k.h, k.w};
-  const int64_t w_dims[4] = {k.n, a.groups * taps, rednet::InvolutionOutputSize(k.h, a),
-                             rednet::InvolutionOutputSize(k.w, a)};
-  InvolutionShape s;
-  const std::string err = rednet::CheckInvolutionShapes(a, x_dims, 4, w_dims, 4, &s);
-  if (!err.empty()) {
-    Expect(false, "contract rejected a valid case: " + err);
-    return;
-  }
+  const InvolutionShape s{k.n, k.c, k.h, k.w, rednet::InvolutionOutputSize(k.h, a), rednet::InvolutionOutputSize(k.w, a)};
   const int64_t x_pitch = layout == Layout::kNHWC ? k.c + k.pitch_extra : 0;
   const int64_t w_pitch = layout == Layout::kNHWC ? a.groups * taps + k.pitch_extra : 0;
-  const rednet::InvolutionProblem problem{int(sizeof(T)), {layout, x_pitch, w_pitch, x_pitch}, a, s, true};
+  const rednet::TensorLayout tensor_layout{layout, x_pitch, w_pitch, x_pitch};
+  const rednet::InvolutionProblem problem{int(sizeof(T)), tensor_layout, a, s, true};
   const KernelId id = rednet::ChooseInvolutionKernel(problem);
-  const std::string name = Describe(k, type, layout, id);
+  const std::string name = Describe(k, kHalf ? "fp16" : "fp32", layout, id);
+  if (!rednet::CheckInvolutionAttrs(a).empty() || s.out_h < 1 || s.out_w < 1 ||
+      !rednet::CheckTensorLayout(tensor_layout, a, s).empty()) {
+    Expect(false, name + ": not a valid case");
+    return;
+  }
 
   // inputs rounded to the storage type first, so the reference sees exactly what the kernel sees
   std::normal_distribution<float> normal;
-  auto draw = [&](size_t count, float mean, float spread) {
-    std::vector<float> v(count);
+  auto draw = [&](int64_t count, float mean, float spread) {
+    std::vector<float> v(size_t(count), 0.f);
     for (auto& e : v) e = Load<T>(Store<T>(mean + spread * normal(rng)));
     return v;
   };
-  const std::vector<float> x = draw(size_t(k.n * k.c * k.h * k.w), 0, 1);
-  const std::vector<float> weight = draw(size_t(w_dims[0] * w_dims[1] * s.out_h * s.out_w), 0, 1);
-  const std::vector<float> scale = draw(size_t(k.c), 1, 0.5f), shift = draw(size_t(k.c), 0, 0.5f);
+  const int64_t weight_channels = a.groups * taps;
+  const std::vector<float> x = draw(k.n * k.c * k.h * k.w, 0, 1);
+  const std::vector<float> weight = draw(k.n * weight_channels * s.out_h * s.out_w, 0, 1);
+  const std::vector<float> scale = draw(k.c, 1, 0.5f), shift = draw(k.c, 0, 0.5f);
 
   const T nan = Store<T>(std::nanf("")), marker = Store<T>(-1234.5f);
   const std::vector<T> x_l = ToLayout<T>(x, k.n, k.c, k.h, k.w, layout, x_pitch, nan);
-  const std::vector<T> w_l = ToLayout<T>(weight, k.n, w_dims[1], s.out_h, s.out_w, layout, w_pitch, nan);
+  const std::vector<T> w_l = ToLayout<T>(weight, k.n, weight_channels, s.out_h, s.out_w, layout, w_pitch, nan);
   std::vector<T> scale_t(scale.size()), shift_t(shift.size());
   for (size_t i = 0; i < scale.size(); ++i) scale_t[i] = Store<T>(scale[i]), shift_t[i] = Store<T>(shift[i]);
   // y: padding channels hold the marker, data elements NaN until written
   const std::vector<float> y_nan(size_t(k.n * k.c * s.out_h * s.out_w), std::nanf(""));
   std::vector<T> y_l = ToLayout<T>(y_nan, k.n, k.c, s.out_h, s.out_w, layout, x_pitch, marker);
 
-  rednet::TiledArgs<T> args{x_l.data(), w_l.data(), scale_t.data(), shift_t.data(), y_l.data(), {}};
   const bool tiled = rednet::VisitTiledKernel(id, [&](auto tile) {
     using Tile = decltype(tile);
-    args.p = rednet::MakeTiledParams(rednet::kTileConfigs[int(id)], problem);
-    args.p.activation = k.activation;
+    const rednet::TiledArgs<T> args{x_l.data(),     w_l.data(), scale_t.data(), shift_t.data(), y_l.data(),
+                                    rednet::MakeTiledParams(rednet::kTileConfigs[int(id)], problem)};
     Expect(args.p.threads <= rednet::kMaxTiledThreads && args.p.shared_bytes <= rednet::kMaxTiledSharedBytes,
            name + ": launch exceeds the kernel's bounds");
     if (layout == Layout::kNCHW)
@@ -156,33 +154,23 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
     else
       EmulateTiledLaunch<Tile, T, Layout::kNHWC>(args);
   });
-  if (!tiled) return;  // the per-pixel fallback is checked by RunPerPixel
-  ++kernels_run[std::string(rednet::kKernelNames[int(id)]) + " " + type + (layout == Layout::kNCHW ? " NCHW" : " NHWC")];
+  if (!tiled) {  // the per-pixel kernel: one thread per output pixel of a group
+    const rednet::InvolutionParams p = rednet::MakeInvolutionParams(a, s, tensor_layout);
+    for (int64_t idx = 0; idx < p.total; ++idx)
+      rednet::InvolutionPixel(x_l.data(), w_l.data(), scale_t.data(), shift_t.data(), y_l.data(), p, idx,
+                              [](const T* v) { return Load<T>(*v); }, [](T* dst, float v) { *dst = Store<T>(v); });
+  }
+  ++kernels_run[Variant(id, kHalf, layout)];
 
-  // reference: the fp64 sum of the taps, then the epilogue; bound: the sum's rounding bound carried through
-  // scale (relu is 1-Lipschitz), the epilogue's own fp32 multiply and add, and the final rounding to T
-  const rednet::testing::Reference ref = rednet::testing::EvaluateReference(x, weight, a, s);
+  const rednet::testing::Reference ref = rednet::testing::EvaluateReference(x, weight, scale, shift, a, s);
   const rednet::TensorStrides ys = rednet::LayoutStrides(layout, k.c, s.out_h, s.out_w, x_pitch);
-  double worst = 0;
-  for (int64_t in = 0; in < k.n; ++in)
-    for (int64_t ic = 0; ic < k.c; ++ic)
-      for (int64_t oh = 0; oh < s.out_h; ++oh)
-        for (int64_t ow = 0; ow < s.out_w; ++ow) {
-          const size_t i = size_t(((in * k.c + ic) * s.out_h + oh) * s.out_w + ow);
-          const double linear = double(scale[ic]) * ref.value[i] + shift[ic];
-          const double expected = k.activation == 1 && linear < 0 ? 0 : linear;
-          const double sum_bound = rednet::testing::ErrorBound(ref, i, taps, rednet::testing::kFloat32, nullptr);
-          double bound = std::abs(scale[ic]) * sum_bound +
-                         2 * rednet::testing::kFloat32.unit_roundoff *
-                             (std::abs(scale[ic]) * (ref.magnitude[i] + sum_bound) + std::abs(shift[ic])) +
-                         rednet::testing::kFloat32.half_smallest_subnormal;
-          if (kHalf)
-            bound += rednet::testing::kFloat16.unit_roundoff * (std::abs(expected) + bound) +
-                     rednet::testing::kFloat16.half_smallest_subnormal;
-          const double got = Load<T>(y_l[size_t(in * ys.n + ic * ys.c + oh * ys.h + ow * ys.w)]);
-          const double excess = std::abs(got - expected) / bound;
-          if (!(excess <= worst)) worst = excess;  // NaN (never written, or a NaN input read) sticks
-        }
+  const double worst = rednet::testing::WorstExcess(
+      [&](size_t i) {
+        const int64_t ow = int64_t(i) % s.out_w, oh = int64_t(i) / s.out_w % s.out_h;
+        const int64_t ic = int64_t(i) / (s.out_w * s.out_h) % k.c, in = int64_t(i) / (s.out_w * s.out_h * k.c);
+        return Load<T>(y_l[size_t(in * ys.n + ic * ys.c + oh * ys.h + ow * ys.w)]);
+      },
+      ref, taps + rednet::testing::kEpilogueTerms, rednet::testing::kFloat32, kHalf ? &rednet::testing::kFloat16 : nullptr);
   Expect(worst <= 1, name + ": error " + std::to_string(worst) + "x the rounding bound");
   if (layout == Layout::kNHWC) {
     size_t touched = 0;
@@ -250,37 +238,47 @@ void CheckTable() {
 int main() {
   std::mt19937 rng(13);
   CheckTable();
-  // {n, c, h, w, {K, stride, padding, dilation, groups}, activation, pitch_extra}
+  // {n, c, h, w, {K, stride, padding, dilation, groups, activation}, pitch_extra}
   const Case cases[] = {
-      {2, 32, 19, 37, {3, 1, 1, 1, 2}, 1, 8},    // K3S1: 16-channel groups, ragged 8×32 tiles
-      {1, 32, 9, 33, {3, 1, 0, 1, 1}, 0, 0},     // K3S1: a 32-channel group (two slices per thread), no padding
-      {1, 48, 12, 20, {3, 1, 2, 2, 3}, 0, 8},    // K3S1 dilation 2
-      {2, 32, 21, 35, {3, 2, 1, 1, 2}, 1, 0},    // K3S2: odd sizes, ragged tiles
-      {1, 32, 13, 18, {3, 2, 2, 2, 2}, 0, 8},    // K3S2 dilation 2
-      {1, 32, 17, 35, {7, 1, 3, 1, 2}, 1, 8},    // K7S1: 17×35 > 196 pixels, ragged tiles
-      {2, 64, 20, 21, {7, 1, 0, 1, 2}, 0, 0},    // K7S1: 32-channel groups, no padding
-      {1, 32, 22, 23, {7, 1, 6, 2, 2}, 1, 0},    // K7S1 dilation 2
-      {1, 16, 35, 33, {7, 2, 3, 1, 2}, 0, 8},    // K7S2: 8-channel groups (one slice)
-      {2, 32, 33, 30, {7, 2, 3, 1, 2}, 1, 0},    // K7S2: 16-channel groups (two slices)
-      {1, 32, 31, 29, {7, 2, 5, 2, 4}, 0, 8},    // K7S2 dilation 2, 8-channel groups
-      {3, 64, 7, 7, {7, 1, 3, 1, 4}, 1, 0},      // K7S1Small: RedNet's 7×7 layer, one exact tile
-      {2, 32, 14, 14, {7, 1, 3, 1, 2}, 0, 8},    // K7S1Small: 14×14, four tiles
-      {1, 24, 11, 13, {7, 1, 3, 1, 3}, 1, 0},    // K7S1Small: 8-channel groups, ragged tiles
-      {1, 64, 12, 9, {7, 1, 6, 2, 2}, 0, 8},     // K7S1Small dilation 2, 32-channel groups
-      {2, 32, 14, 14, {7, 2, 3, 1, 2}, 1, 0},    // K7S2Small: RedNet's 14→7
-      {1, 48, 27, 26, {7, 2, 3, 1, 3}, 0, 8},    // K7S2Small: 27×26 -> 14×13
-      {1, 16, 15, 17, {7, 2, 0, 1, 2}, 1, 0},    // K7S2Small: no padding, 8-channel groups
-      {1, 32, 21, 19, {7, 2, 6, 2, 1}, 0, 0},    // K7S2Small dilation 2, a 32-channel group
+      {2, 32, 19, 37, {3, 1, 1, 1, 2, 1}, 8}, // K3S1: 16-channel groups, ragged 8×32 tiles
+      {1, 32, 9, 33, {3, 1, 0, 1, 1, 0}, 0},  // K3S1: a 32-channel group (two slices per thread), no padding
+      {1, 48, 12, 20, {3, 1, 2, 2, 3, 0}, 8}, // K3S1 dilation 2
+      {2, 32, 21, 35, {3, 2, 1, 1, 2, 1}, 0}, // K3S2: odd sizes, ragged tiles
+      {1, 32, 13, 18, {3, 2, 2, 2, 2, 0}, 8}, // K3S2 dilation 2
+      {1, 32, 17, 35, {7, 1, 3, 1, 2, 1}, 8}, // K7S1: 17×35 > 196 pixels, ragged tiles
+      {2, 64, 20, 21, {7, 1, 0, 1, 2, 0}, 0}, // K7S1: 32-channel groups, no padding
+      {1, 32, 22, 23, {7, 1, 6, 2, 2, 1}, 0}, // K7S1 dilation 2
+      {1, 16, 35, 33, {7, 2, 3, 1, 2, 0}, 8}, // K7S2: 8-channel groups (one slice)
+      {2, 32, 33, 30, {7, 2, 3, 1, 2, 1}, 0}, // K7S2: 16-channel groups (two slices)
+      {1, 32, 31, 29, {7, 2, 5, 2, 4, 0}, 8}, // K7S2 dilation 2, 8-channel groups
+      {3, 64, 7, 7, {7, 1, 3, 1, 4, 1}, 0},   // K7S1Small: RedNet's 7×7 layer, one exact tile
+      {2, 32, 14, 14, {7, 1, 3, 1, 2, 0}, 8}, // K7S1Small: 14×14, four tiles
+      {1, 24, 11, 13, {7, 1, 3, 1, 3, 1}, 0}, // K7S1Small: 8-channel groups, ragged tiles
+      {1, 64, 12, 9, {7, 1, 6, 2, 2, 0}, 8},  // K7S1Small dilation 2, 32-channel groups
+      {2, 32, 14, 14, {7, 2, 3, 1, 2, 1}, 0}, // K7S2Small: RedNet's 14→7
+      {1, 48, 27, 26, {7, 2, 3, 1, 3, 0}, 8}, // K7S2Small: 27×26 -> 14×13
+      {1, 16, 15, 17, {7, 2, 0, 1, 2, 1}, 0}, // K7S2Small: no padding, 8-channel groups
+      {1, 32, 21, 19, {7, 2, 6, 2, 1, 0}, 0}, // K7S2Small dilation 2, a 32-channel group
+      // the per-pixel fallback
+      {1, 40, 9, 11, {5, 1, 2, 1, 2, 1}, 8},     // K=5: no tile (channel-last pitch 48)
+      {2, 20, 13, 12, {7, 1, 3, 1, 1, 0}, 4},    // 20 channels (pitch 24, kHWC8's): fp16 not whole 16-byte chunks
+      {1, 16, 10, 10, {3, 1, 1, 1, 4, 1}, 0},    // 4-channel groups, narrower than a chunk
+      {1, 16, 9, 9, {3, 3, 1, 1, 2, 0}, 8},      // stride 3
+      {1, 16, 60, 60, {7, 1, 3, 8, 2, 1}, 0},    // dilation 8: the halo exceeds the shared memory budget
   };
   for (const Case& k : cases) RunEverywhere(k, rng);
 
-  const char* tiled[] = {"K3S1", "K3S2", "K7S1", "K7S2", "K7S1Small", "K7S2Small"};
-  for (const char* kernel : tiled)
-    for (const char* variant : {" fp32 NCHW", " fp32 NHWC", " fp16 NCHW", " fp16 NHWC"})
-      Expect(kernels_run[kernel + std::string(variant)] > 0, std::string(kernel) + variant + " never ran in the sweep");
+  // every kernel the launcher has, in both types and layouts
   int runs = 0;
-  for (const auto& [kernel, count] : kernels_run) runs += count;
-  std::printf("involution_cuda_tiled_host_test: %d tiled runs over %zu kernel variants + table checks, %d failures\n",
-              runs, kernels_run.size(), failures);
-  return failures == 0 ? 0 : 1;
+  for (int id = 0; id < int(std::size(rednet::kKernelNames)); ++id)
+    for (bool half : {false, true})
+      for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        const std::string variant = Variant(KernelId(id), half, layout);
+        Expect(kernels_run[variant] > 0, variant + " never ran in the sweep");
+        runs += kernels_run[variant];
+      }
+  std::printf("involution_cuda_tiled_host_test: %d runs over %zu kernel variants (%d cases × fp32/fp16 × NCHW/NHWC) "
+              "+ table checks, %d failures\n",
+              runs, kernels_run.size(), int(std::size(cases)), rednet::testing::failures);
+  return rednet::testing::failures == 0 ? 0 : 1;
 }
