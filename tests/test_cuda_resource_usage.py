@@ -10,7 +10,7 @@ from deploy.native import BUILD_DIR, REPO_ROOT
 from helpers import requires
 
 KERNEL_DIR = REPO_ROOT / "plugins" / "common"
-# the per-pixel kernel (involution_cuda.cu) and the tiled family (involution_cuda_tiled.cu)
+# every CUDA source of the involution (today involution_cuda.cu: the per-pixel and the tiled kernels)
 KERNEL_SOURCES = sorted(KERNEL_DIR.glob("involution_cuda*.cu"))
 # ptxas -v: "Function properties for <mangled name>" then "N bytes stack frame, S bytes spill stores, L bytes spill loads"
 PROPERTIES = re.compile(r"Function properties for (\S+)\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "

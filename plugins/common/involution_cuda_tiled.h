@@ -1,5 +1,5 @@
 // The tiled CUDA involution: one block per (n, group, output tile). Its phases are __host__ __device__ functions
-// of (block, thread, shared buffer), so the host tests (tests/involution_cuda_tiled_host_test.cpp) run every
+// of (block, thread, shared buffer), so the host tests (plugins/tests/involution_cuda_tiled_host_test.cpp) run every
 // thread of every block through them, phase by phase, with a shared buffer of exactly the launch's size.
 //
 //   1. StageTile: the tile's input halo for the group's channels -> shared memory, 16-byte chunks of channels per
@@ -16,14 +16,17 @@
 //
 // The launcher's choice (ChooseInvolutionKernel, the only place a shape meets a kernel):
 //
-//   | kernel       | K | stride | output tile | channels/thread | used when                                       |
-//   | K3S1         | 3 | 1      | 8 × 32      | 16              | K=3, stride 1                                   |
-//   | K3S2         | 3 | 2      | 8 × 16      | 16              | K=3, stride 2                                   |
-//   | K7S1         | 7 | 1      | 8 × 16      | 16              | K=7, stride 1, Ho·Wo > 196                      |
-//   | K7S2         | 7 | 2      | 8 × 8       | 8               | K=7, stride 2, Ho·Wo > 196                      |
-//   | K7S1Small    | 7 | 1      | 7 × 7       | 4               | K=7, stride 1, Ho·Wo ≤ 196 (RedNet's 14², 7²)  |
-//   | K7S2Small    | 7 | 2      | 7 × 7       | 4               | K=7, stride 2, Ho·Wo ≤ 196                      |
-//   | PerPixel     | any                                      | everything else (involution_cuda_pixel.h)       |
+//   | kernel    | output tile | channels/thread | threads (16-ch group) | used when                                 |
+//   | K3S1      | 8 × 32      | 16              | 256                   | K=3, stride 1                             |
+//   | K3S2      | 8 × 16      | 16              | 128                   | K=3, stride 2                             |
+//   | K7S1      | 8 × 16      | 16              | 128                   | K=7, stride 1, Ho·Wo > 196                |
+//   | K7S2      | 8 × 8       | 8               | 128                   | K=7, stride 2, Ho·Wo > 196                |
+//   | K7S1Small | 7 × 7       | 4               | 196                   | K=7, stride 1, Ho·Wo ≤ 196 (14×14, 7×7)   |
+//   | K7S2Small | 7 × 7       | 4               | 196                   | K=7, stride 2, Ho·Wo ≤ 196                |
+//   | PerPixel  | one thread per output pixel of a group (involution_cuda_pixel.h) | everything else            |
+//
+// Threads = tile pixels × min(group channels / channels per thread, 256 / tile pixels); a thread covers the
+// remaining channel slices in turn.
 //
 // A tiled kernel also needs: group channels a multiple of 16 bytes' worth of elements (4 fp32, 8 fp16) and of its
 // channels/thread; in channel-last, channel pitches of 16-byte multiples and 16-byte-aligned pointers; shared
@@ -91,11 +94,13 @@ inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Shared bytes of a tiled kernel's halo (16-byte rounded) and of the whole launch (64-bit: hostile dilations make
 // the halo huge; ChooseInvolutionKernel bounds it before anything narrower holds it).
+// Input rows (or columns) a tile of `tile` output rows (columns) reads.
+inline int64_t HaloExtent(int tile, const InvolutionAttrs& a) {
+  return (tile - 1) * a.stride + (a.kernel_size - 1) * a.dilation + 1;
+}
 inline int64_t TiledHaloBytes(const TileConfig& t, const InvolutionProblem& pr) {
-  const InvolutionAttrs& a = pr.attrs;
-  const int64_t halo_h = (t.tile_h - 1) * a.stride + (a.kernel_size - 1) * a.dilation + 1;
-  const int64_t halo_w = (t.tile_w - 1) * a.stride + (a.kernel_size - 1) * a.dilation + 1;
-  return CeilDiv(halo_h * halo_w * (pr.shape.c / a.groups) * pr.element_bytes, kVectorBytes) * kVectorBytes;
+  const int64_t pixels = HaloExtent(t.tile_h, pr.attrs) * HaloExtent(t.tile_w, pr.attrs);
+  return CeilDiv(pixels * (pr.shape.c / pr.attrs.groups) * pr.element_bytes, kVectorBytes) * kVectorBytes;
 }
 inline int64_t TiledSharedBytes(const TileConfig& t, const InvolutionProblem& pr) {
   // channel-last: the tile's weights as [tap][pixel], rows one element longer than the tile (against bank conflicts)
@@ -117,8 +122,7 @@ inline TiledParams MakeTiledParams(const TileConfig& t, const InvolutionProblem&
   p.x = strides.x, p.weight = strides.weight, p.y = strides.y;
   p.tiles_h = int(CeilDiv(s.out_h, t.tile_h)), p.tiles_w = int(CeilDiv(s.out_w, t.tile_w));
   // the halo's extent is bounded before this is used (ChooseInvolutionKernel checks it in 64 bits)
-  p.halo_h = int((t.tile_h - 1) * a.stride + (a.kernel_size - 1) * a.dilation + 1);
-  p.halo_w = int((t.tile_w - 1) * a.stride + (a.kernel_size - 1) * a.dilation + 1);
+  p.halo_h = int(HaloExtent(t.tile_h, a)), p.halo_w = int(HaloExtent(t.tile_w, a));
   p.slices = int(p.group_channels / t.channels_per_thread);
   const int pixels = t.tile_h * t.tile_w;
   const int max_slice_threads = kMaxTiledThreads / pixels;
@@ -129,7 +133,6 @@ inline TiledParams MakeTiledParams(const TileConfig& t, const InvolutionProblem&
   p.shared_bytes = int(TiledSharedBytes(t, pr));
   return p;
 }
-
 
 inline KernelId TiledKernelFor(const InvolutionAttrs& a, const InvolutionShape& s) {
   const bool small = s.out_h * s.out_w <= kSmallMapPixels;
@@ -186,12 +189,10 @@ bool VisitTiledKernel(KernelId id, Fn&& fn) {
   return false;
 }
 
+// A tiled kernel's argument: the tensors (scale, shift: (C,)) and their indexing.
 template <typename T>
 struct TiledArgs {
-  const T* x;
-  const T* weight;
-  const T* scale;
-  const T* shift;
+  const T *x, *weight, *scale, *shift;
   T* y;
   TiledParams p;
 };

@@ -240,31 +240,31 @@ int main() {
   CheckTable();
   // {n, c, h, w, {K, stride, padding, dilation, groups, activation}, pitch_extra}
   const Case cases[] = {
-      {2, 32, 19, 37, {3, 1, 1, 1, 2, 1}, 8}, // K3S1: 16-channel groups, ragged 8×32 tiles
-      {1, 32, 9, 33, {3, 1, 0, 1, 1, 0}, 0},  // K3S1: a 32-channel group (two slices per thread), no padding
-      {1, 48, 12, 20, {3, 1, 2, 2, 3, 0}, 8}, // K3S1 dilation 2
-      {2, 32, 21, 35, {3, 2, 1, 1, 2, 1}, 0}, // K3S2: odd sizes, ragged tiles
-      {1, 32, 13, 18, {3, 2, 2, 2, 2, 0}, 8}, // K3S2 dilation 2
-      {1, 32, 17, 35, {7, 1, 3, 1, 2, 1}, 8}, // K7S1: 17×35 > 196 pixels, ragged tiles
-      {2, 64, 20, 21, {7, 1, 0, 1, 2, 0}, 0}, // K7S1: 32-channel groups, no padding
-      {1, 32, 22, 23, {7, 1, 6, 2, 2, 1}, 0}, // K7S1 dilation 2
-      {1, 16, 35, 33, {7, 2, 3, 1, 2, 0}, 8}, // K7S2: 8-channel groups (one slice)
-      {2, 32, 33, 30, {7, 2, 3, 1, 2, 1}, 0}, // K7S2: 16-channel groups (two slices)
-      {1, 32, 31, 29, {7, 2, 5, 2, 4, 0}, 8}, // K7S2 dilation 2, 8-channel groups
-      {3, 64, 7, 7, {7, 1, 3, 1, 4, 1}, 0},   // K7S1Small: RedNet's 7×7 layer, one exact tile
-      {2, 32, 14, 14, {7, 1, 3, 1, 2, 0}, 8}, // K7S1Small: 14×14, four tiles
-      {1, 24, 11, 13, {7, 1, 3, 1, 3, 1}, 0}, // K7S1Small: 8-channel groups, ragged tiles
-      {1, 64, 12, 9, {7, 1, 6, 2, 2, 0}, 8},  // K7S1Small dilation 2, 32-channel groups
-      {2, 32, 14, 14, {7, 2, 3, 1, 2, 1}, 0}, // K7S2Small: RedNet's 14→7
-      {1, 48, 27, 26, {7, 2, 3, 1, 3, 0}, 8}, // K7S2Small: 27×26 -> 14×13
-      {1, 16, 15, 17, {7, 2, 0, 1, 2, 1}, 0}, // K7S2Small: no padding, 8-channel groups
-      {1, 32, 21, 19, {7, 2, 6, 2, 1, 0}, 0}, // K7S2Small dilation 2, a 32-channel group
+      {2, 32, 19, 37, {3, 1, 1, 1, 2, 1}, 8},   // K3S1: 16-channel groups, ragged 8×32 tiles
+      {1, 32, 9, 33, {3, 1, 0, 1, 1, 0}, 0},    // K3S1: a 32-channel group (two slices per thread), no padding
+      {1, 48, 12, 20, {3, 1, 2, 2, 3, 0}, 8},   // K3S1 dilation 2
+      {2, 32, 21, 35, {3, 2, 1, 1, 2, 1}, 0},   // K3S2: odd sizes, ragged tiles
+      {1, 32, 13, 18, {3, 2, 2, 2, 2, 0}, 8},   // K3S2 dilation 2
+      {1, 32, 17, 35, {7, 1, 3, 1, 2, 1}, 8},   // K7S1: 17×35 > 196 pixels, ragged tiles
+      {2, 64, 20, 21, {7, 1, 0, 1, 2, 0}, 0},   // K7S1: 32-channel groups, no padding
+      {1, 32, 22, 23, {7, 1, 6, 2, 2, 1}, 0},   // K7S1 dilation 2
+      {1, 16, 35, 33, {7, 2, 3, 1, 2, 0}, 8},   // K7S2: 8-channel groups (one slice)
+      {2, 32, 33, 30, {7, 2, 3, 1, 2, 1}, 0},   // K7S2: 16-channel groups (two slices)
+      {1, 32, 31, 29, {7, 2, 5, 2, 4, 0}, 8},   // K7S2 dilation 2, 8-channel groups
+      {3, 64, 7, 7, {7, 1, 3, 1, 4, 1}, 0},     // K7S1Small: RedNet's 7×7 layer, one exact tile
+      {2, 32, 14, 14, {7, 1, 3, 1, 2, 0}, 8},   // K7S1Small: 14×14, four tiles
+      {1, 24, 11, 13, {7, 1, 3, 1, 3, 1}, 0},   // K7S1Small: 8-channel groups, ragged tiles
+      {1, 64, 12, 9, {7, 1, 6, 2, 2, 0}, 8},    // K7S1Small dilation 2, 32-channel groups
+      {2, 32, 14, 14, {7, 2, 3, 1, 2, 1}, 0},   // K7S2Small: RedNet's 14→7
+      {1, 48, 27, 26, {7, 2, 3, 1, 3, 0}, 8},   // K7S2Small: 27×26 -> 14×13
+      {1, 16, 15, 17, {7, 2, 0, 1, 2, 1}, 0},   // K7S2Small: no padding, 8-channel groups
+      {1, 32, 21, 19, {7, 2, 6, 2, 1, 0}, 0},   // K7S2Small dilation 2, a 32-channel group
       // the per-pixel fallback
-      {1, 40, 9, 11, {5, 1, 2, 1, 2, 1}, 8},     // K=5: no tile (channel-last pitch 48)
-      {2, 20, 13, 12, {7, 1, 3, 1, 1, 0}, 4},    // 20 channels (pitch 24, kHWC8's): fp16 not whole 16-byte chunks
-      {1, 16, 10, 10, {3, 1, 1, 1, 4, 1}, 0},    // 4-channel groups, narrower than a chunk
-      {1, 16, 9, 9, {3, 3, 1, 1, 2, 0}, 8},      // stride 3
-      {1, 16, 60, 60, {7, 1, 3, 8, 2, 1}, 0},    // dilation 8: the halo exceeds the shared memory budget
+      {1, 40, 9, 11, {5, 1, 2, 1, 2, 1}, 8},    // K=5: no tile (channel-last pitch 48)
+      {2, 20, 13, 12, {7, 1, 3, 1, 1, 0}, 4},   // 20 channels (pitch 24, kHWC8's): fp16 not whole 16-byte chunks
+      {1, 16, 10, 10, {3, 1, 1, 1, 4, 1}, 0},   // 4-channel groups, narrower than a chunk
+      {1, 16, 9, 9, {3, 3, 1, 1, 2, 0}, 8},     // stride 3
+      {1, 16, 60, 60, {7, 1, 3, 8, 2, 1}, 0},   // dilation 8: the halo exceeds the shared memory budget
   };
   for (const Case& k : cases) RunEverywhere(k, rng);
 
