@@ -224,6 +224,14 @@ void CheckTable() {
          "4-channel groups are narrower than a 16-byte chunk");
   Expect(choose(4, {Layout::kNCHW, 0, 0, 0}, {7, 1, 3, 40, 4}, {1, 64, 300, 300, 60, 60}, true) == KernelId::kPerPixel,
          "a halo beyond the shared memory budget must fall back");
+  // LaunchInvolution refuses channel-last pitches narrower than their tensors, naming the pitch
+  const std::string narrow = rednet::CheckTensorLayout({Layout::kNHWC, 60, 0, 0}, a, s);
+  Expect(narrow.find("x pitch 60") != std::string::npos && narrow.find("64 channels") != std::string::npos,
+         "a 60-element x pitch for 64 channels should be refused, got '" + narrow + "'");
+  const std::string weight_pitch = rednet::CheckTensorLayout({Layout::kNHWC, 0, 195, 0}, a, s);
+  Expect(weight_pitch.find("weight pitch 195") != std::string::npos, "weight pitch 195 < 196: got '" + weight_pitch + "'");
+  Expect(rednet::CheckTensorLayout({Layout::kNHWC, 64, 200, 72}, a, s).empty(), "pitches >= channels are fine");
+  Expect(rednet::CheckTensorLayout({Layout::kNCHW, 1, 1, 1}, a, s).empty(), "NCHW ignores pitches");
   // a hostile model's attributes: the halo's size is computed in 64 bits and sends these to the per-pixel kernel
   Expect(choose(2, {Layout::kNCHW, 0, 0, 0}, {3, 1, rednet::kMaxPadding, rednet::kMaxDilation, 1}, {1, 16, 1, 1, 1, 1},
                 true) == KernelId::kPerPixel,
