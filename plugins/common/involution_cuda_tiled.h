@@ -226,7 +226,7 @@ REDNET_HD void StageTile(const TiledArgs<T>& a, int64_t block, int thread, unsig
     const int pixel = L == Layout::kNCHW ? item % halo_pixels : item / chunks;
     const int chunk = L == Layout::kNCHW ? item / halo_pixels : item % chunks;
     const int64_t hi = hi0 + pixel / p.halo_w, wi = wi0 + pixel % p.halo_w;
-    Chunk v{};
+    Chunk v;
     if (hi >= 0 && hi < p.h && wi >= 0 && wi < p.w) {
       const T* src = x_group + chunk * kChunk * p.x.c + hi * p.x.h + wi * p.x.w;
       if constexpr (L == Layout::kNHWC) {
@@ -235,6 +235,9 @@ REDNET_HD void StageTile(const TiledArgs<T>& a, int64_t block, int thread, unsig
         REDNET_UNROLL
         for (int j = 0; j < kChunk; ++j) v.v[j] = src[j * p.x.c];
       }
+    } else {  // padding: zeros, so the compute phase needs no bound checks
+      REDNET_UNROLL
+      for (int j = 0; j < kChunk; ++j) v.v[j] = Element<T>::FromFloat(0.f);
     }
     StoreVec(shared + (int64_t(pixel) * cg + chunk * kChunk) * int64_t(sizeof(T)), v);
   }
