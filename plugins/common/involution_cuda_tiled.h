@@ -78,8 +78,8 @@ struct InvolutionProblem {
 
 // What a tiled kernel indexes with; built by MakeTiledParams.
 struct TiledParams {
-  int64_t n, c, h, w, out_h, out_w, groups, group_channels;
-  int kernel_size, stride, padding, dilation, activation;
+  int64_t h, w, out_h, out_w, groups, group_channels;
+  int padding, dilation, activation;  // kernel size and stride are the kernel's template arguments
   TensorStrides x, weight, y;
   int tiles_h, tiles_w, halo_h, halo_w;
   int slices;         // group_channels / channels_per_thread
@@ -92,12 +92,12 @@ struct TiledParams {
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Shared bytes of a tiled kernel's halo (16-byte rounded) and of the whole launch (64-bit: hostile dilations make
-// the halo huge; ChooseInvolutionKernel bounds it before anything narrower holds it).
 // Input rows (or columns) a tile of `tile` output rows (columns) reads.
 inline int64_t HaloExtent(int tile, const InvolutionAttrs& a) {
   return (tile - 1) * a.stride + (a.kernel_size - 1) * a.dilation + 1;
 }
+// Shared bytes of a tiled kernel's halo (16-byte rounded) and of the whole launch (64-bit: hostile dilations make
+// the halo huge; ChooseInvolutionKernel bounds it before anything narrower holds it).
 inline int64_t TiledHaloBytes(const TileConfig& t, const InvolutionProblem& pr) {
   const int64_t pixels = HaloExtent(t.tile_h, pr.attrs) * HaloExtent(t.tile_w, pr.attrs);
   return CeilDiv(pixels * (pr.shape.c / pr.attrs.groups) * pr.element_bytes, kVectorBytes) * kVectorBytes;
@@ -114,10 +114,9 @@ inline TiledParams MakeTiledParams(const TileConfig& t, const InvolutionProblem&
   const InvolutionAttrs& a = pr.attrs;
   const InvolutionShape& s = pr.shape;
   TiledParams p{};
-  p.n = s.n, p.c = s.c, p.h = s.h, p.w = s.w, p.out_h = s.out_h, p.out_w = s.out_w, p.groups = a.groups;
+  p.h = s.h, p.w = s.w, p.out_h = s.out_h, p.out_w = s.out_w, p.groups = a.groups;
   p.group_channels = s.c / a.groups;
-  p.kernel_size = int(a.kernel_size), p.stride = int(a.stride), p.padding = int(a.padding);
-  p.dilation = int(a.dilation), p.activation = int(a.activation);
+  p.padding = int(a.padding), p.dilation = int(a.dilation), p.activation = int(a.activation);
   const InvolutionStrides strides = MakeInvolutionStrides(pr.layout, a, s);
   p.x = strides.x, p.weight = strides.weight, p.y = strides.y;
   p.tiles_h = int(CeilDiv(s.out_h, t.tile_h)), p.tiles_w = int(CeilDiv(s.out_w, t.tile_w));
