@@ -247,8 +247,10 @@ REDNET_HD void StageTile(const TiledArgs<T>& a, int64_t block, int thread, unsig
     // consecutive threads: consecutive taps of one pixel, the contiguous axis of the channel-last weight
     for (int item = thread; item < kTaps * Tile::kPixels; item += p.threads) {
       const int pixel = item / kTaps, tap = item % kTaps;
-      const int64_t ho = o.tile_y * Tile::kTileH + pixel / Tile::kTileW, wo = o.tile_x * Tile::kTileW + pixel % Tile::kTileW;
-      if (ho < p.out_h && wo < p.out_w) w_shared[tap * (Tile::kPixels + 1) + pixel] = w_group[ho * p.weight.h + wo * p.weight.w + tap];
+      const int64_t ho = o.tile_y * Tile::kTileH + pixel / Tile::kTileW;
+      const int64_t wo = o.tile_x * Tile::kTileW + pixel % Tile::kTileW;
+      if (ho < p.out_h && wo < p.out_w)  // a ragged tile's missing pixels are never read
+        w_shared[tap * (Tile::kPixels + 1) + pixel] = w_group[ho * p.weight.h + wo * p.weight.w + tap];
     }
   }
 }

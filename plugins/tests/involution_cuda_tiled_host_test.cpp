@@ -109,7 +109,8 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
   constexpr bool kHalf = sizeof(T) == 2;
   const InvolutionAttrs& a = k.attrs;
   const int64_t taps = a.kernel_size * a.kernel_size;
-  const InvolutionShape s{k.n, k.c, k.h, k.w, rednet::InvolutionOutputSize(k.h, a), rednet::InvolutionOutputSize(k.w, a)};
+  const InvolutionShape s{k.n, k.c, k.h, k.w, rednet::InvolutionOutputSize(k.h, a),
+                          rednet::InvolutionOutputSize(k.w, a)};
   const int64_t x_pitch = layout == Layout::kNHWC ? k.c + k.pitch_extra : 0;
   const int64_t w_pitch = layout == Layout::kNHWC ? a.groups * taps + k.pitch_extra : 0;
   const rednet::TensorLayout tensor_layout{layout, x_pitch, w_pitch, x_pitch};
@@ -170,7 +171,8 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
         const int64_t ic = int64_t(i) / (s.out_w * s.out_h) % k.c, in = int64_t(i) / (s.out_w * s.out_h * k.c);
         return Load<T>(y_l[size_t(in * ys.n + ic * ys.c + oh * ys.h + ow * ys.w)]);
       },
-      ref, taps + rednet::testing::kEpilogueTerms, rednet::testing::kFloat32, kHalf ? &rednet::testing::kFloat16 : nullptr);
+      ref, taps + rednet::testing::kEpilogueTerms, rednet::testing::kFloat32,
+      kHalf ? &rednet::testing::kFloat16 : nullptr);
   Expect(worst <= 1, name + ": error " + std::to_string(worst) + "x the rounding bound");
   if (layout == Layout::kNHWC) {
     size_t touched = 0;
@@ -202,15 +204,18 @@ void CheckTable() {
     for (int bytes : {2, 4})
       for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
         const InvolutionAttrs a{r.k, r.stride, (r.k - 1) / 2, 1, r.groups};
-        const InvolutionShape s{8, r.c, r.h, r.h, rednet::InvolutionOutputSize(r.h, a), rednet::InvolutionOutputSize(r.h, a)};
+        const int64_t out = rednet::InvolutionOutputSize(r.h, a);
+        const InvolutionShape s{8, r.c, r.h, r.h, out, out};
         const KernelId got = rednet::ChooseInvolutionKernel({bytes, {layout, 0, 0, 0}, a, s, true});
         Expect(got == r.expected, "RedNet-50 C=" + std::to_string(r.c) + " H=" + std::to_string(r.h) + " K" +
                                       std::to_string(r.k) + " s" + std::to_string(r.stride) + " chose " +
-                                      rednet::kKernelNames[int(got)] + ", expected " + rednet::kKernelNames[int(r.expected)]);
+                                      rednet::kKernelNames[int(got)] + ", expected " +
+                                      rednet::kKernelNames[int(r.expected)]);
       }
   const InvolutionAttrs a{7, 1, 3, 1, 4};
   const InvolutionShape s{1, 64, 56, 56, 56, 56};
-  auto choose = [&](int bytes, rednet::TensorLayout layout, InvolutionAttrs attrs, InvolutionShape shape, bool aligned) {
+  auto choose = [](int bytes, rednet::TensorLayout layout, InvolutionAttrs attrs, InvolutionShape shape,
+                   bool aligned) {
     return rednet::ChooseInvolutionKernel({bytes, layout, attrs, shape, aligned});
   };
   const rednet::TensorLayout nhwc{Layout::kNHWC, 0, 0, 0};
@@ -229,7 +234,8 @@ void CheckTable() {
   Expect(narrow.find("x pitch 60") != std::string::npos && narrow.find("64 channels") != std::string::npos,
          "a 60-element x pitch for 64 channels should be refused, got '" + narrow + "'");
   const std::string weight_pitch = rednet::CheckTensorLayout({Layout::kNHWC, 0, 195, 0}, a, s);
-  Expect(weight_pitch.find("weight pitch 195") != std::string::npos, "weight pitch 195 < 196: got '" + weight_pitch + "'");
+  Expect(weight_pitch.find("weight pitch 195") != std::string::npos,
+         "weight pitch 195 < 196 should be refused, got '" + weight_pitch + "'");
   Expect(rednet::CheckTensorLayout({Layout::kNHWC, 64, 200, 72}, a, s).empty(), "pitches >= channels are fine");
   Expect(rednet::CheckTensorLayout({Layout::kNCHW, 1, 1, 1}, a, s).empty(), "NCHW ignores pitches");
   // a hostile model's attributes: the halo's size is computed in 64 bits and sends these to the per-pixel kernel
