@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <type_traits>
 
 #include "involution_cuda.h"
@@ -64,14 +65,13 @@ void LaunchTiled(const TiledArgs<T>& args, Layout layout, cudaStream_t stream) {
 }
 
 template <typename T>
-void Launch(const InvolutionProblem& problem, const void* x, const void* weight, const void* scale, const void* shift,
+void Launch(KernelId id, const InvolutionProblem& problem, const void* x, const void* weight, const void* scale, const void* shift,
             void* y, cudaStream_t stream) {
   const auto* x_t = static_cast<const T*>(x);
   const auto* weight_t = static_cast<const T*>(weight);
   const auto* scale_t = static_cast<const T*>(scale);
   const auto* shift_t = static_cast<const T*>(shift);
   auto* y_t = static_cast<T*>(y);
-  const KernelId id = ChooseInvolutionKernel(problem);
   const bool tiled = VisitTiledKernel(id, [&](auto tile) {
     LaunchTiled<decltype(tile)>(
         TiledArgs<T>{x_t, weight_t, scale_t, shift_t, y_t, MakeTiledParams(kTileConfigs[int(id)], problem)},
@@ -94,7 +94,7 @@ bool VectorAligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVec
 
 std::string LaunchInvolution(ElementType type, const void* x, const void* weight, const void* scale, const void* shift,
                              void* y, const InvolutionAttrs& a, const InvolutionShape& s, cudaStream_t stream,
-                             const TensorLayout& layout) {
+                             const TensorLayout& layout, std::optional<KernelId> kernel) {
   std::string err = CheckInvolutionAttrs(a);
   if (err.empty()) err = CheckTensorLayout(layout, a, s);
   if (!err.empty()) return err;
@@ -103,10 +103,19 @@ std::string LaunchInvolution(ElementType type, const void* x, const void* weight
     return "involution: null device pointer";
   const InvolutionProblem problem{type == ElementType::kFloat32 ? 4 : 2, layout, a, s,
                                   VectorAligned(x) && VectorAligned(y)};
+  const KernelId id = kernel.value_or(ChooseInvolutionKernel(problem));
+  if (int(id) < 0 || int(id) >= int(std::size(kKernelNames)))
+    return "involution: no kernel " + std::to_string(int(id));
+  if (!InvolutionKernelFits(id, problem)) {
+    const int64_t x_dims[4] = {s.n, s.c, s.h, s.w};
+    return std::string("involution: kernel ") + kKernelNames[int(id)] + " cannot run kernel_size=" +
+           std::to_string(a.kernel_size) + ", stride=" + std::to_string(a.stride) + " on x " +
+           DimsToString(x_dims, 4) + " in this type and layout";
+  }
   if (type == ElementType::kFloat32)
-    Launch<float>(problem, x, weight, scale, shift, y, stream);
+    Launch<float>(id, problem, x, weight, scale, shift, y, stream);
   else
-    Launch<__half>(problem, x, weight, scale, shift, y, stream);
+    Launch<__half>(id, problem, x, weight, scale, shift, y, stream);
   const cudaError_t status = cudaGetLastError();
   return status == cudaSuccess ? std::string() : std::string("involution: CUDA launch failed: ") + cudaGetErrorString(status);
 }

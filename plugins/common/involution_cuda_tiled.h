@@ -133,6 +133,7 @@ inline TiledParams MakeTiledParams(const TileConfig& t, const InvolutionProblem&
   return p;
 }
 
+// The table's row for K, stride and map size, preconditions aside.
 inline KernelId TiledKernelFor(const InvolutionAttrs& a, const InvolutionShape& s) {
   const bool small = s.out_h * s.out_w <= kSmallMapPixels;
   if (a.kernel_size == 3 && a.stride == 1) return KernelId::kK3S1;
@@ -142,26 +143,30 @@ inline KernelId TiledKernelFor(const InvolutionAttrs& a, const InvolutionShape& 
   return KernelId::kPerPixel;
 }
 
-// The launcher's table (see the header comment): the tiled kernel for the shape when its preconditions hold, else
-// the per-pixel kernel.
-inline KernelId ChooseInvolutionKernel(const InvolutionProblem& pr) {
-  const KernelId id = TiledKernelFor(pr.attrs, pr.shape);
-  if (id == KernelId::kPerPixel) return id;
+// Whether `id` can run `pr`: PerPixel always; a tiled kernel when K and stride are its own and the preconditions
+// of the header comment hold.
+inline bool InvolutionKernelFits(KernelId id, const InvolutionProblem& pr) {
+  if (id == KernelId::kPerPixel) return true;
   const TileConfig& t = kTileConfigs[int(id)];
+  if (pr.attrs.kernel_size != t.kernel_size || pr.attrs.stride != t.stride) return false;
   const int64_t group_channels = pr.shape.c / pr.attrs.groups;
   const int64_t vector_elements = kVectorBytes / pr.element_bytes;
-  if (group_channels % vector_elements != 0 || group_channels % t.channels_per_thread != 0)
-    return KernelId::kPerPixel;
+  if (group_channels % vector_elements != 0 || group_channels % t.channels_per_thread != 0) return false;
   if (pr.layout.order == Layout::kNHWC) {
     const TensorLayout pitches = ResolvePitches(pr.layout, pr.attrs, pr.shape);
-    if (!pr.pointers_aligned) return KernelId::kPerPixel;
     // the weight is read per element; only x and y move as vectors
-    if (pitches.x_pitch % vector_elements != 0 || pitches.y_pitch % vector_elements != 0) return KernelId::kPerPixel;
+    if (!pr.pointers_aligned || pitches.x_pitch % vector_elements != 0 || pitches.y_pitch % vector_elements != 0)
+      return false;
   }
-  if (TiledSharedBytes(t, pr) > kMaxTiledSharedBytes) return KernelId::kPerPixel;
+  if (TiledSharedBytes(t, pr) > kMaxTiledSharedBytes) return false;
   const int64_t tiles = CeilDiv(pr.shape.out_h, t.tile_h) * CeilDiv(pr.shape.out_w, t.tile_w);
-  if (pr.shape.n * pr.attrs.groups * tiles >= (int64_t(1) << 31)) return KernelId::kPerPixel;
-  return id;
+  return pr.shape.n * pr.attrs.groups * tiles < (int64_t(1) << 31);
+}
+
+// The launcher's table (see the header comment): the tiled kernel for the shape where it fits, else PerPixel.
+inline KernelId ChooseInvolutionKernel(const InvolutionProblem& pr) {
+  const KernelId id = TiledKernelFor(pr.attrs, pr.shape);
+  return InvolutionKernelFits(id, pr) ? id : KernelId::kPerPixel;
 }
 
 // Calls fn(TileShape<...>{}) for a tiled KernelId: the one switch from the table's numbers to template arguments,

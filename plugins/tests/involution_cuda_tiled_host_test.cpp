@@ -96,14 +96,16 @@ std::string Describe(const Case& k, const char* type, Layout layout, KernelId id
          " pitch+" + std::to_string(k.pitch_extra) + " x" + rednet::DimsToString(dims, 4);
 }
 
-std::map<std::string, int> kernels_run;  // "kernel type layout" -> cases
+std::map<std::string, int> kernels_chosen;  // "kernel type layout" -> cases the table sent there
+int runs = 0;
 
 std::string Variant(KernelId id, bool half, Layout layout) {
   return std::string(rednet::kKernelNames[int(id)]) + (half ? " fp16" : " fp32") +
          (layout == Layout::kNCHW ? " NCHW" : " NHWC");
 }
 
-// One case in one storage type and layout, through the kernel the launcher chooses.
+// One case in one storage type and layout: through the kernel the launcher chooses, then through every other
+// kernel that fits it (what LaunchInvolution runs when a kernel is named).
 template <typename T>
 void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
   constexpr bool kHalf = sizeof(T) == 2;
@@ -115,13 +117,13 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
   const int64_t w_pitch = layout == Layout::kNHWC ? a.groups * taps + k.pitch_extra : 0;
   const rednet::TensorLayout tensor_layout{layout, x_pitch, w_pitch, x_pitch};
   const rednet::InvolutionProblem problem{int(sizeof(T)), tensor_layout, a, s, true};
-  const KernelId id = rednet::ChooseInvolutionKernel(problem);
-  const std::string name = Describe(k, kHalf ? "fp16" : "fp32", layout, id);
+  const KernelId chosen = rednet::ChooseInvolutionKernel(problem);
   if (!rednet::CheckInvolutionAttrs(a).empty() || s.out_h < 1 || s.out_w < 1 ||
       !rednet::CheckTensorLayout(tensor_layout, a, s).empty()) {
-    Expect(false, name + ": not a valid case");
+    Expect(false, Describe(k, kHalf ? "fp16" : "fp32", layout, chosen) + ": not a valid case");
     return;
   }
+  ++kernels_chosen[Variant(chosen, kHalf, layout)];
 
   // inputs rounded to the storage type first, so the reference sees exactly what the kernel sees
   std::normal_distribution<float> normal;
@@ -134,53 +136,58 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
   const std::vector<float> x = draw(k.n * k.c * k.h * k.w, 0, 1);
   const std::vector<float> weight = draw(k.n * weight_channels * s.out_h * s.out_w, 0, 1);
   const std::vector<float> scale = draw(k.c, 1, 0.5f), shift = draw(k.c, 0, 0.5f);
+  const rednet::testing::Reference ref = rednet::testing::EvaluateReference(x, weight, scale, shift, a, s);
 
   const T nan = Store<T>(std::nanf("")), marker = Store<T>(-1234.5f);
   const std::vector<T> x_l = ToLayout<T>(x, k.n, k.c, k.h, k.w, layout, x_pitch, nan);
   const std::vector<T> w_l = ToLayout<T>(weight, k.n, weight_channels, s.out_h, s.out_w, layout, w_pitch, nan);
   std::vector<T> scale_t(scale.size()), shift_t(shift.size());
   for (size_t i = 0; i < scale.size(); ++i) scale_t[i] = Store<T>(scale[i]), shift_t[i] = Store<T>(shift[i]);
-  // y: padding channels hold the marker, data elements NaN until written
   const std::vector<float> y_nan(size_t(k.n * k.c * s.out_h * s.out_w), std::nanf(""));
-  std::vector<T> y_l = ToLayout<T>(y_nan, k.n, k.c, s.out_h, s.out_w, layout, x_pitch, marker);
-
-  const bool tiled = rednet::VisitTiledKernel(id, [&](auto tile) {
-    using Tile = decltype(tile);
-    const rednet::TiledArgs<T> args{x_l.data(),     w_l.data(), scale_t.data(), shift_t.data(), y_l.data(),
-                                    rednet::MakeTiledParams(rednet::kTileConfigs[int(id)], problem)};
-    Expect(args.p.threads <= rednet::kMaxTiledThreads && args.p.shared_bytes <= rednet::kMaxTiledSharedBytes,
-           name + ": launch exceeds the kernel's bounds");
-    if (layout == Layout::kNCHW)
-      EmulateTiledLaunch<Tile, T, Layout::kNCHW>(args);
-    else
-      EmulateTiledLaunch<Tile, T, Layout::kNHWC>(args);
-  });
-  if (!tiled) {  // the per-pixel kernel: one thread per output pixel of a group
-    const rednet::InvolutionParams p = rednet::MakeInvolutionParams(a, s, tensor_layout);
-    for (int64_t idx = 0; idx < p.total; ++idx)
-      rednet::InvolutionPixel(x_l.data(), w_l.data(), scale_t.data(), shift_t.data(), y_l.data(), p, idx,
-                              [](const T* v) { return Load<T>(*v); }, [](T* dst, float v) { *dst = Store<T>(v); });
-  }
-  ++kernels_run[Variant(id, kHalf, layout)];
-
-  const rednet::testing::Reference ref = rednet::testing::EvaluateReference(x, weight, scale, shift, a, s);
   const rednet::TensorStrides ys = rednet::LayoutStrides(layout, k.c, s.out_h, s.out_w, x_pitch);
-  const double worst = rednet::testing::WorstExcess(
-      [&](size_t i) {
-        const int64_t ow = int64_t(i) % s.out_w, oh = int64_t(i) / s.out_w % s.out_h;
-        const int64_t ic = int64_t(i) / (s.out_w * s.out_h) % k.c, in = int64_t(i) / (s.out_w * s.out_h * k.c);
-        return Load<T>(y_l[size_t(in * ys.n + ic * ys.c + oh * ys.h + ow * ys.w)]);
-      },
-      ref, taps + rednet::testing::kEpilogueTerms, rednet::testing::kFloat32,
-      kHalf ? &rednet::testing::kFloat16 : nullptr);
-  Expect(worst <= 1, name + ": error " + std::to_string(worst) + "x the rounding bound");
-  if (layout == Layout::kNHWC) {
-    size_t touched = 0;
-    for (int64_t pixel = 0; pixel < k.n * s.out_h * s.out_w; ++pixel)
-      for (int64_t ic = k.c; ic < x_pitch; ++ic)
-        touched += std::memcmp(&y_l[size_t(pixel * x_pitch + ic)], &marker, sizeof(T)) != 0;
-    Expect(touched == 0, name + ": " + std::to_string(touched) + " padding channels of y were written");
-  }
+
+  auto run = [&](KernelId id) {
+    const std::string name = Describe(k, kHalf ? "fp16" : "fp32", layout, id);
+    // y: padding channels hold the marker, data elements NaN until written
+    std::vector<T> y_l = ToLayout<T>(y_nan, k.n, k.c, s.out_h, s.out_w, layout, x_pitch, marker);
+    const bool tiled = rednet::VisitTiledKernel(id, [&](auto tile) {
+      using Tile = decltype(tile);
+      const rednet::TiledArgs<T> args{x_l.data(),     w_l.data(), scale_t.data(), shift_t.data(), y_l.data(),
+                                      rednet::MakeTiledParams(rednet::kTileConfigs[int(id)], problem)};
+      Expect(args.p.threads <= rednet::kMaxTiledThreads && args.p.shared_bytes <= rednet::kMaxTiledSharedBytes,
+             name + ": launch exceeds the kernel's bounds");
+      if (layout == Layout::kNCHW)
+        EmulateTiledLaunch<Tile, T, Layout::kNCHW>(args);
+      else
+        EmulateTiledLaunch<Tile, T, Layout::kNHWC>(args);
+    });
+    if (!tiled) {  // the per-pixel kernel: one thread per output pixel of a group
+      const rednet::InvolutionParams p = rednet::MakeInvolutionParams(a, s, tensor_layout);
+      for (int64_t idx = 0; idx < p.total; ++idx)
+        rednet::InvolutionPixel(x_l.data(), w_l.data(), scale_t.data(), shift_t.data(), y_l.data(), p, idx,
+                                [](const T* v) { return Load<T>(*v); }, [](T* dst, float v) { *dst = Store<T>(v); });
+    }
+    ++runs;
+    const double worst = rednet::testing::WorstExcess(
+        [&](size_t i) {
+          const int64_t ow = int64_t(i) % s.out_w, oh = int64_t(i) / s.out_w % s.out_h;
+          const int64_t ic = int64_t(i) / (s.out_w * s.out_h) % k.c, in = int64_t(i) / (s.out_w * s.out_h * k.c);
+          return Load<T>(y_l[size_t(in * ys.n + ic * ys.c + oh * ys.h + ow * ys.w)]);
+        },
+        ref, taps + rednet::testing::kEpilogueTerms, rednet::testing::kFloat32,
+        kHalf ? &rednet::testing::kFloat16 : nullptr);
+    Expect(worst <= 1, name + ": error " + std::to_string(worst) + "x the rounding bound");
+    if (layout == Layout::kNHWC) {
+      size_t touched = 0;
+      for (int64_t pixel = 0; pixel < k.n * s.out_h * s.out_w; ++pixel)
+        for (int64_t ic = k.c; ic < x_pitch; ++ic)
+          touched += std::memcmp(&y_l[size_t(pixel * x_pitch + ic)], &marker, sizeof(T)) != 0;
+      Expect(touched == 0, name + ": " + std::to_string(touched) + " padding channels of y were written");
+    }
+  };
+  run(chosen);
+  for (int id = 0; id < int(std::size(rednet::kKernelNames)); ++id)
+    if (KernelId(id) != chosen && rednet::InvolutionKernelFits(KernelId(id), problem)) run(KernelId(id));
 }
 
 void RunEverywhere(const Case& k, std::mt19937& rng) {
@@ -229,6 +236,14 @@ void CheckTable() {
          "4-channel groups are narrower than a 16-byte chunk");
   Expect(choose(4, {Layout::kNCHW, 0, 0, 0}, {7, 1, 3, 40, 4}, {1, 64, 300, 300, 60, 60}, true) == KernelId::kPerPixel,
          "a halo beyond the shared memory budget must fall back");
+  // a named kernel (LaunchInvolution's `kernel`) fits only its own K and stride; the map size only picks
+  Expect(!rednet::InvolutionKernelFits(KernelId::kK3S1, {4, {Layout::kNCHW, 0, 0, 0}, a, s, true}),
+         "K3S1 must not take a K=7 problem");
+  Expect(!rednet::InvolutionKernelFits(KernelId::kK7S2, {4, {Layout::kNCHW, 0, 0, 0}, a, s, true}),
+         "K7S2 must not take a stride-1 problem");
+  Expect(rednet::InvolutionKernelFits(KernelId::kK7S1Small, {4, {Layout::kNCHW, 0, 0, 0}, a, s, true}) &&
+             rednet::InvolutionKernelFits(KernelId::kPerPixel, {4, {Layout::kNCHW, 0, 0, 0}, a, s, true}),
+         "the small-map kernel and PerPixel run any K=7 stride-1 map");
   // LaunchInvolution refuses channel-last pitches narrower than their tensors, naming the pitch
   const std::string narrow = rednet::CheckTensorLayout({Layout::kNHWC, 60, 0, 0}, a, s);
   Expect(narrow.find("x pitch 60") != std::string::npos && narrow.find("64 channels") != std::string::npos,
@@ -282,17 +297,15 @@ int main() {
   };
   for (const Case& k : cases) RunEverywhere(k, rng);
 
-  // every kernel the launcher has, in both types and layouts
-  int runs = 0;
+  // the table sends some case to every kernel, in both types and layouts
   for (int id = 0; id < int(std::size(rednet::kKernelNames)); ++id)
     for (bool half : {false, true})
       for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
         const std::string variant = Variant(KernelId(id), half, layout);
-        Expect(kernels_run[variant] > 0, variant + " never ran in the sweep");
-        runs += kernels_run[variant];
+        Expect(kernels_chosen[variant] > 0, variant + " was never chosen in the sweep");
       }
-  std::printf("involution_cuda_tiled_host_test: %d runs over %zu kernel variants (%d cases × fp32/fp16 × NCHW/NHWC) "
-              "+ table checks, %d failures\n",
-              runs, kernels_run.size(), int(std::size(cases)), rednet::testing::failures);
+  std::printf("involution_cuda_tiled_host_test: %d cases × fp32/fp16 × NCHW/NHWC reach %zu kernel variants; "
+              "%d kernel runs (the chosen kernel and every other that fits) + table checks, %d failures\n",
+              int(std::size(cases)), kernels_chosen.size(), runs, rednet::testing::failures);
   return rednet::testing::failures == 0 ? 0 : 1;
 }
