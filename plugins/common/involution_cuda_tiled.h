@@ -1,38 +1,43 @@
 // The tiled CUDA involution: one block per (n, group, output tile). Its phases are __host__ __device__ functions
-// of (block, thread, shared buffer), so the host tests (plugins/tests/involution_cuda_tiled_host_test.cpp) run every
-// thread of every block through them, phase by phase, with a shared buffer of exactly the launch's size.
+// of (block, thread, shared buffer), so the host tests (plugins/tests/involution_cuda_tiled_host_test.cpp) run
+// every thread of every block through them, phase by phase, with a shared buffer of exactly the launch's size.
 //
 //   1. StageTile: the tile's input halo for the group's channels -> shared memory, 16-byte chunks of channels per
 //      (halo pixel), zero where the halo leaves the image (so the inner loop has no bound branches); in the
 //      channel-last layout also the tile's weights, transposed to [tap][pixel] (the weight's taps are the
 //      contiguous axis there, so reading them per tap straight from global memory would not coalesce).
 //   2. barrier
-//   3. ComputeAndStoreTile: thread (pixel, channel slice) accumulates its slice's channels in fp32 registers, one
-//      weight per tap (coalesced across pixels, or from shared memory) times one vector read of the halo, then
-//      applies the epilogue and stores (16-byte vectors in channel-last).
+//   3. ComputeAndStoreTile: thread = (cell, channel slice); a cell is 1 or 2 adjacent output pixels of a row. Per
+//      kernel row the thread reads the (pixels − 1)·stride + K halo columns its pixels need once each (one vector read
+//      of its slice's channels, converted to fp32 once) and applies each to every pixel that uses it, with that
+//      pixel's weight for the tap (global memory, coalesced across cells, or shared memory); accumulation in fp32
+//      registers; then the epilogue and the store (16-byte vectors in channel-last). Two pixels per thread cut the
+//      shared-memory reads and half→float conversions per FMA by 1.75× at K=7, stride 1 (8 columns for 14 taps).
 //
 // Shared memory holds the halo channel-last ([halo pixel][group channel]) in both layouts, so a thread's channel
-// slice is one vector read per tap.
+// slice is one vector read per column.
 //
 // The launcher's choice (ChooseInvolutionKernel, the only place a shape meets a kernel):
 //
-//   | kernel    | output tile | channels/thread | threads (16-ch group) | used when                                 |
-//   | K3S1      | 8 × 32      | 16              | 256                   | K=3, stride 1                             |
-//   | K3S2      | 8 × 16      | 16              | 128                   | K=3, stride 2                             |
-//   | K7S1      | 8 × 16      | 16              | 128                   | K=7, stride 1, Ho·Wo > 196                |
-//   | K7S2      | 8 × 8       | 8               | 128                   | K=7, stride 2, Ho·Wo > 196                |
-//   | K7S1Small | 7 × 7       | 4               | 196                   | K=7, stride 1, Ho·Wo ≤ 196 (14×14, 7×7)   |
-//   | K7S2Small | 7 × 7       | 4               | 196                   | K=7, stride 2, Ho·Wo ≤ 196                |
-//   | PerPixel  | one thread per output pixel of a group (involution_cuda_pixel.h) | everything else            |
+//   | kernel    | output tile | channels/thread | pixels/thread | threads (16-ch group) | used when                  |
+//   | K3S1      | 8 × 32      | 16              | 1             | 256                   | K=3, stride 1              |
+//   | K3S2      | 8 × 16      | 16              | 1             | 128                   | K=3, stride 2              |
+//   | K7S1      | 8 × 16      | 8               | 2             | 128                   | K=7, s 1, Ho·Wo > 196, d 1 |
+//   | K7S2      | 8 × 8       | 4               | 2             | 128                   | K=7, s 2, Ho·Wo > 196, d 1 |
+//   | K7S1Small | 7 × 7       | 4               | 1             | 196                   | K=7, s 1, otherwise        |
+//   | K7S2Small | 7 × 7       | 4               | 1             | 196                   | K=7, s 2, otherwise        |
+//   | PerPixel  | one thread per output pixel of a group (involution_cuda_pixel.h)      | everything else            |
 //
-// Threads = tile pixels × min(group channels / channels per thread, 256 / tile pixels); a thread covers the
-// remaining channel slices in turn.
+// "otherwise": Ho·Wo ≤ 196 (RedNet's 14×14 and 7×7 maps), or the two-pixel kernel does not fit (dilation > 1: the
+// pixels of a cell then share no columns; group channels not a multiple of its channels/thread).
+// Threads = cells × min(group channels / channels per thread, 256 / cells); a thread covers the remaining channel
+// slices in turn.
 //
 // A tiled kernel also needs: group channels a multiple of 16 bytes' worth of elements (4 fp32, 8 fp16) and of its
 // channels/thread; in channel-last, channel pitches of 16-byte multiples and 16-byte-aligned pointers; shared
-// memory within kMaxTiledSharedBytes (the halo grows with dilation); a grid within 2^31 blocks. Dilation and
-// padding are runtime values in every kernel. Small maps use narrow channel slices (several threads per pixel) so
-// RedNet's 7×7 and 14×14 layers give every SM work at batch 8.
+// memory within kMaxTiledSharedBytes (the halo grows with dilation); a grid within 2^31 blocks. Padding is a
+// runtime value in every kernel, dilation in the one-pixel ones. Small maps use narrow channel slices (several
+// threads per pixel) so RedNet's 7×7 and 14×14 layers give every SM work at batch 8.
 #pragma once
 
 #include <cstdint>
@@ -46,17 +51,18 @@ enum class KernelId : int { kPerPixel, kK3S1, kK3S2, kK7S1, kK7S2, kK7S1Small, k
 
 struct TileConfig {
   int kernel_size, stride, tile_h, tile_w, channels_per_thread;
+  int pixels_per_thread;  // adjacent output pixels along W per thread (> 1: dilation 1 only)
 };
 
 // Indexed by KernelId; the table above in numbers.
 inline constexpr TileConfig kTileConfigs[] = {
-    {0, 0, 0, 0, 0},    // kPerPixel
-    {3, 1, 8, 32, 16},  // kK3S1
-    {3, 2, 8, 16, 16},  // kK3S2
-    {7, 1, 8, 16, 16},  // kK7S1
-    {7, 2, 8, 8, 8},    // kK7S2
-    {7, 1, 7, 7, 4},    // kK7S1Small
-    {7, 2, 7, 7, 4},    // kK7S2Small
+    {0, 0, 0, 0, 0, 0},    // kPerPixel
+    {3, 1, 8, 32, 16, 1},  // kK3S1
+    {3, 2, 8, 16, 16, 1},  // kK3S2
+    {7, 1, 8, 16, 8, 2},   // kK7S1
+    {7, 2, 8, 8, 4, 2},    // kK7S2
+    {7, 1, 7, 7, 4, 1},    // kK7S1Small
+    {7, 2, 7, 7, 4, 1},    // kK7S2Small
 };
 inline constexpr const char* kKernelNames[] = {"PerPixel", "K3S1", "K3S2", "K7S1", "K7S2", "K7S1Small", "K7S2Small"};
 inline constexpr int64_t kSmallMapPixels = 14 * 14;
@@ -83,8 +89,8 @@ struct TiledParams {
   TensorStrides x, weight, y;
   int tiles_h, tiles_w, halo_h, halo_w;
   int slices;         // group_channels / channels_per_thread
-  int slice_threads;  // threads per pixel; each covers slices slice, slice + slice_threads, ...
-  int threads;        // tile pixels * slice_threads
+  int slice_threads;  // threads per cell (a thread's pixels); each covers slices slice, slice + slice_threads, ...
+  int threads;        // cells * slice_threads
   int64_t blocks;     // n * groups * tiles_h * tiles_w
   int halo_bytes;     // shared bytes of the halo (16-byte rounded); the transposed weights follow
   int shared_bytes;   // the launch's dynamic shared memory
@@ -123,10 +129,10 @@ inline TiledParams MakeTiledParams(const TileConfig& t, const InvolutionProblem&
   // the halo's extent is bounded before this is used (ChooseInvolutionKernel checks it in 64 bits)
   p.halo_h = int(HaloExtent(t.tile_h, a)), p.halo_w = int(HaloExtent(t.tile_w, a));
   p.slices = int(p.group_channels / t.channels_per_thread);
-  const int pixels = t.tile_h * t.tile_w;
-  const int max_slice_threads = kMaxTiledThreads / pixels;
+  const int cells = t.tile_h * t.tile_w / t.pixels_per_thread;
+  const int max_slice_threads = kMaxTiledThreads / cells;
   p.slice_threads = p.slices < max_slice_threads ? p.slices : max_slice_threads;
-  p.threads = pixels * p.slice_threads;
+  p.threads = cells * p.slice_threads;
   p.blocks = s.n * a.groups * p.tiles_h * p.tiles_w;
   p.halo_bytes = int(TiledHaloBytes(t, pr));
   p.shared_bytes = int(TiledSharedBytes(t, pr));
@@ -149,6 +155,7 @@ inline bool InvolutionKernelFits(KernelId id, const InvolutionProblem& pr) {
   if (id == KernelId::kPerPixel) return true;
   const TileConfig& t = kTileConfigs[int(id)];
   if (pr.attrs.kernel_size != t.kernel_size || pr.attrs.stride != t.stride) return false;
+  if (t.pixels_per_thread > 1 && pr.attrs.dilation != 1) return false;
   const int64_t group_channels = pr.shape.c / pr.attrs.groups;
   const int64_t vector_elements = kVectorBytes / pr.element_bytes;
   if (group_channels % vector_elements != 0 || group_channels % t.channels_per_thread != 0) return false;
@@ -163,21 +170,29 @@ inline bool InvolutionKernelFits(KernelId id, const InvolutionProblem& pr) {
   return pr.shape.n * pr.attrs.groups * tiles < (int64_t(1) << 31);
 }
 
-// The launcher's table (see the header comment): the tiled kernel for the shape where it fits, else PerPixel.
+// The launcher's table (see the header comment): the tiled kernel for the shape where it fits, else the small-map
+// kernel of the same K and stride (one pixel per thread, any dilation) where that fits, else PerPixel.
 inline KernelId ChooseInvolutionKernel(const InvolutionProblem& pr) {
   const KernelId id = TiledKernelFor(pr.attrs, pr.shape);
-  return InvolutionKernelFits(id, pr) ? id : KernelId::kPerPixel;
+  if (InvolutionKernelFits(id, pr)) return id;
+  const KernelId small = id == KernelId::kK7S1   ? KernelId::kK7S1Small
+                         : id == KernelId::kK7S2 ? KernelId::kK7S2Small
+                                                 : id;
+  return small != id && InvolutionKernelFits(small, pr) ? small : KernelId::kPerPixel;
 }
 
 // Calls fn(TileShape<...>{}) for a tiled KernelId: the one switch from the table's numbers to template arguments,
 // shared by the launcher and the host tests. Returns false for kPerPixel.
-template <int K, int S, int TH, int TW, int CB>
+template <int K, int S, int TH, int TW, int CB, int PW>
 struct TileShape {
   static constexpr int kKernel = K, kStride = S, kTileH = TH, kTileW = TW, kPixels = TH * TW, kChannels = CB;
+  static constexpr int kPixelsPerThread = PW, kCellsW = TW / PW, kCells = TH * TW / PW;
+  static_assert(TW % PW == 0, "a tile row holds whole cells");
 };
 template <KernelId id>
 using TileOf = TileShape<kTileConfigs[int(id)].kernel_size, kTileConfigs[int(id)].stride, kTileConfigs[int(id)].tile_h,
-                         kTileConfigs[int(id)].tile_w, kTileConfigs[int(id)].channels_per_thread>;
+                         kTileConfigs[int(id)].tile_w, kTileConfigs[int(id)].channels_per_thread,
+                         kTileConfigs[int(id)].pixels_per_thread>;
 
 template <typename Fn>
 bool VisitTiledKernel(KernelId id, Fn&& fn) {
@@ -254,60 +269,87 @@ REDNET_HD void StageTile(const TiledArgs<T>& a, int64_t block, int thread, unsig
       const int pixel = item / kTaps, tap = item % kTaps;
       const int64_t ho = o.tile_y * Tile::kTileH + pixel / Tile::kTileW;
       const int64_t wo = o.tile_x * Tile::kTileW + pixel % Tile::kTileW;
-      if (ho < p.out_h && wo < p.out_w)  // a ragged tile's missing pixels are never read
-        w_shared[tap * (Tile::kPixels + 1) + pixel] = w_group[ho * p.weight.h + wo * p.weight.w + tap];
+      // [tap][pixel within its cell][cell]: a warp's threads (consecutive cells) read consecutive elements
+      const int px = pixel % Tile::kTileW, cell = pixel / Tile::kTileW * Tile::kCellsW + px / Tile::kPixelsPerThread;
+      const int slot = px % Tile::kPixelsPerThread * Tile::kCells + cell;
+      if (ho < p.out_h && wo < p.out_w)  // a ragged tile's missing pixels are never used
+        w_shared[tap * (Tile::kPixels + 1) + slot] = w_group[ho * p.weight.h + wo * p.weight.w + tap];
     }
   }
 }
 
-// Phase 3 (after the barrier). Thread `thread` computes and stores its pixel's channel slices.
+// Phase 3 (after the barrier). Thread `thread` computes and stores its cell's channel slices; a cell is
+// kPixelsPerThread adjacent output pixels of a row, which share halo columns: per kernel row a thread reads
+// (PW-1)*S + K columns instead of PW*K.
 template <class Tile, typename T, Layout L>
 REDNET_HD void ComputeAndStoreTile(const TiledArgs<T>& a, int64_t block, int thread, const unsigned char* shared) {
-  constexpr int K = Tile::kKernel, S = Tile::kStride, CB = Tile::kChannels;
+  constexpr int K = Tile::kKernel, S = Tile::kStride, CB = Tile::kChannels, PW = Tile::kPixelsPerThread;
+  constexpr int kColumns = (PW - 1) * S + K;
   using Slice = Vec<T, CB>;
   const TiledParams& p = a.p;
   const TileIndex o = DecodeBlock(p, block);
-  const int pixel = thread % Tile::kPixels, py = pixel / Tile::kTileW, px = pixel % Tile::kTileW;
+  const int cell = thread % Tile::kCells, py = cell / Tile::kCellsW, px = cell % Tile::kCellsW * PW;
   const int64_t ho = o.tile_y * Tile::kTileH + py, wo = o.tile_x * Tile::kTileW + px;
   if (ho >= p.out_h || wo >= p.out_w) return;  // a ragged tile's idle threads
   const int cg = int(p.group_channels);
-  const int tap_row = p.dilation * p.halo_w * cg, tap_col = p.dilation * cg;  // halo elements between taps
+  const int dilation = PW > 1 ? 1 : p.dilation;  // cells share columns only at dilation 1 (InvolutionKernelFits)
+  const int tap_row = dilation * p.halo_w * cg, tap_col = dilation * cg;  // halo elements between taps
   const T* halo = reinterpret_cast<const T*>(shared) + (py * S * p.halo_w + px * S) * cg;
   const T* w_pixel = a.weight + o.n * p.weight.n + o.g * K * K * p.weight.c + ho * p.weight.h + wo * p.weight.w;
-  const T* w_shared = reinterpret_cast<const T*>(shared + p.halo_bytes) + pixel;
-  for (int slice = thread / Tile::kPixels; slice < p.slices; slice += p.slice_threads) {
-    float acc[CB];
+  // NCHW (weights from global memory): pixel q's weights are q elements on; a pixel past the map's edge computes
+  // with its cell's first weights and is not stored
+  int w_offset[PW];
+  REDNET_UNROLL
+  for (int q = 0; q < PW; ++q) w_offset[q] = wo + q < p.out_w ? q : 0;
+  const T* w_shared = reinterpret_cast<const T*>(shared + p.halo_bytes) + cell;
+  for (int slice = thread / Tile::kCells; slice < p.slices; slice += p.slice_threads) {
+    float acc[PW][CB];
     REDNET_UNROLL
-    for (int j = 0; j < CB; ++j) acc[j] = 0.f;
+    for (int q = 0; q < PW; ++q) {
+      REDNET_UNROLL
+      for (int j = 0; j < CB; ++j) acc[q][j] = 0.f;
+    }
     // rows stay a loop: unrolling all K*K taps lets the scheduler hoist every weight load and halo read of the
     // tile ahead (about 170 registers at K=7, one block per SM; capped, it spills)
     REDNET_NO_UNROLL
     for (int kh = 0; kh < K; ++kh) {
       REDNET_UNROLL
-      for (int kw = 0; kw < K; ++kw) {
-        const int tap = kh * K + kw;
-        float weight;
-        if constexpr (L == Layout::kNHWC)
-          weight = Element<T>::ToFloat(w_shared[tap * (Tile::kPixels + 1)]);
-        else
-          weight = Element<T>::ToFloat(w_pixel[tap * p.weight.c]);
-        const Slice xs = LoadVec<Slice>(halo + kh * tap_row + kw * tap_col + slice * CB);
+      for (int column = 0; column < kColumns; ++column) {
+        const Slice xs = LoadVec<Slice>(halo + kh * tap_row + column * tap_col + slice * CB);
+        float xf[CB];
         REDNET_UNROLL
-        for (int j = 0; j < CB; ++j) acc[j] += weight * Element<T>::ToFloat(xs.v[j]);
+        for (int j = 0; j < CB; ++j) xf[j] = Element<T>::ToFloat(xs.v[j]);
+        REDNET_UNROLL
+        for (int q = 0; q < PW; ++q) {
+          const int kw = column - q * S;  // a compile-time value once unrolled
+          if (kw < 0 || kw >= K) continue;
+          const int tap = kh * K + kw;
+          float weight;
+          if constexpr (L == Layout::kNHWC)
+            weight = Element<T>::ToFloat(w_shared[tap * (Tile::kPixels + 1) + q * Tile::kCells]);
+          else
+            weight = Element<T>::ToFloat(w_pixel[tap * p.weight.c + w_offset[q]]);
+          REDNET_UNROLL
+          for (int j = 0; j < CB; ++j) acc[q][j] += weight * xf[j];
+        }
       }
     }
     const int64_t c0 = o.g * cg + slice * CB;
-    T* y_pixel = a.y + o.n * p.y.n + c0 * p.y.c + ho * p.y.h + wo * p.y.w;
-    Slice out;
     REDNET_UNROLL
-    for (int j = 0; j < CB; ++j)
-      out.v[j] = Element<T>::FromFloat(ApplyEpilogue(acc[j], Element<T>::ToFloat(a.scale[c0 + j]),
-                                                    Element<T>::ToFloat(a.shift[c0 + j]), p.activation));
-    if constexpr (L == Layout::kNHWC) {
-      StoreVec(y_pixel, out);
-    } else {
+    for (int q = 0; q < PW; ++q) {
+      if (wo + q >= p.out_w) break;
+      T* y_pixel = a.y + o.n * p.y.n + c0 * p.y.c + ho * p.y.h + (wo + q) * p.y.w;
+      Slice out;
       REDNET_UNROLL
-      for (int j = 0; j < CB; ++j) y_pixel[j * p.y.c] = out.v[j];
+      for (int j = 0; j < CB; ++j)
+        out.v[j] = Element<T>::FromFloat(ApplyEpilogue(acc[q][j], Element<T>::ToFloat(a.scale[c0 + j]),
+                                                      Element<T>::ToFloat(a.shift[c0 + j]), p.activation));
+      if constexpr (L == Layout::kNHWC) {
+        StoreVec(y_pixel, out);
+      } else {
+        REDNET_UNROLL
+        for (int j = 0; j < CB; ++j) y_pixel[j * p.y.c] = out.v[j];
+      }
     }
   }
 }

@@ -232,8 +232,12 @@ void CheckTable() {
          "an fp16 channel pitch that is not a 16-byte multiple must fall back");
   Expect(choose(2, {Layout::kNCHW, 0, 0, 0}, a, s, false) == KernelId::kK7S1, "NCHW moves no vectors through global");
   Expect(choose(4, {Layout::kNCHW, 0, 0, 0}, {5, 1, 2, 1, 4}, s, true) == KernelId::kPerPixel, "K=5 has no tile");
-  Expect(choose(4, {Layout::kNCHW, 0, 0, 0}, {7, 1, 3, 1, 16}, s, true) == KernelId::kPerPixel,
-         "4-channel groups are narrower than a 16-byte chunk");
+  Expect(choose(2, {Layout::kNCHW, 0, 0, 0}, {7, 1, 3, 1, 16}, s, true) == KernelId::kPerPixel,
+         "fp16 4-channel groups are narrower than a 16-byte chunk");
+  Expect(choose(4, {Layout::kNCHW, 0, 0, 0}, {7, 1, 3, 1, 16}, s, true) == KernelId::kK7S1Small,
+         "fp32 4-channel groups are narrower than K7S1's 16 channels per thread, not than K7S1Small's 4");
+  Expect(choose(2, {Layout::kNCHW, 0, 0, 0}, {7, 1, 6, 2, 4}, s, true) == KernelId::kK7S1Small,
+         "dilation 2 leaves the two-pixel K7S1 for the one-pixel K7S1Small");
   Expect(choose(4, {Layout::kNCHW, 0, 0, 0}, {7, 1, 3, 40, 4}, {1, 64, 300, 300, 60, 60}, true) == KernelId::kPerPixel,
          "a halo beyond the shared memory budget must fall back");
   // a named kernel (LaunchInvolution's `kernel`) fits only its own K and stride; the map size only picks
@@ -274,12 +278,12 @@ int main() {
       {1, 48, 12, 20, {3, 1, 2, 2, 3, 0}, 8},   // K3S1 dilation 2
       {2, 32, 21, 35, {3, 2, 1, 1, 2, 1}, 0},   // K3S2: odd sizes, ragged tiles
       {1, 32, 13, 18, {3, 2, 2, 2, 2, 0}, 8},   // K3S2 dilation 2
-      {1, 32, 17, 35, {7, 1, 3, 1, 2, 1}, 8},   // K7S1: 17×35 > 196 pixels, ragged tiles
+      {1, 32, 17, 35, {7, 1, 3, 1, 2, 1}, 8},   // K7S1: 17×35 > 196 pixels, ragged tiles and cells
       {2, 64, 20, 21, {7, 1, 0, 1, 2, 0}, 0},   // K7S1: 32-channel groups, no padding
-      {1, 32, 22, 23, {7, 1, 6, 2, 2, 1}, 0},   // K7S1 dilation 2
-      {1, 16, 35, 33, {7, 2, 3, 1, 2, 0}, 8},   // K7S2: 8-channel groups (one slice)
-      {2, 32, 33, 30, {7, 2, 3, 1, 2, 1}, 0},   // K7S2: 16-channel groups (two slices)
-      {1, 32, 31, 29, {7, 2, 5, 2, 4, 0}, 8},   // K7S2 dilation 2, 8-channel groups
+      {1, 32, 22, 23, {7, 1, 6, 2, 2, 1}, 0},   // K7S1 dilation 2 (-> K7S1Small: two-pixel cells need dilation 1)
+      {1, 16, 35, 33, {7, 2, 3, 1, 2, 0}, 8},   // K7S2: 8-channel groups (two slices)
+      {2, 32, 33, 30, {7, 2, 3, 1, 2, 1}, 0},   // K7S2: 16-channel groups (four slices)
+      {1, 32, 31, 29, {7, 2, 5, 2, 4, 0}, 8},   // K7S2 dilation 2 (-> K7S2Small), 8-channel groups
       {3, 64, 7, 7, {7, 1, 3, 1, 4, 1}, 0},     // K7S1Small: RedNet's 7×7 layer, one exact tile
       {2, 32, 14, 14, {7, 1, 3, 1, 2, 0}, 8},   // K7S1Small: 14×14, four tiles
       {1, 24, 11, 13, {7, 1, 3, 1, 3, 1}, 0},   // K7S1Small: 8-channel groups, ragged tiles
