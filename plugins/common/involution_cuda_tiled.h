@@ -67,7 +67,7 @@ inline constexpr TileConfig kTileConfigs[] = {
 inline constexpr const char* kKernelNames[] = {"PerPixel", "K3S1", "K3S2", "K7S1", "K7S2", "K7S1Small", "K7S2Small"};
 inline constexpr int64_t kSmallMapPixels = 14 * 14;
 inline constexpr int kMaxTiledThreads = 256;
-// Registers: at most 65536 / (3 * 256) = 85 per thread, so three blocks share an SM (ptxas -v: 55–80 on sm_90)
+// Registers: at most 65536 / (3 * 256) = 85 per thread, so three blocks share an SM (ptxas -v: 51–80 on sm_75…sm_90)
 inline constexpr int kMinTiledBlocksPerSm = 3;
 // The default dynamic shared memory limit of every architecture (no opt-in attribute needed).
 inline constexpr int64_t kMaxTiledSharedBytes = 48 * 1024;
@@ -272,7 +272,7 @@ REDNET_HD void StageTile(const TiledArgs<T>& a, int64_t block, int thread, unsig
       // [tap][pixel within its cell][cell]: a warp's threads (consecutive cells) read consecutive elements
       const int px = pixel % Tile::kTileW, cell = pixel / Tile::kTileW * Tile::kCellsW + px / Tile::kPixelsPerThread;
       const int slot = px % Tile::kPixelsPerThread * Tile::kCells + cell;
-      if (ho < p.out_h && wo < p.out_w)  // a ragged tile's missing pixels are never used
+      if (ho < p.out_h && wo < p.out_w)  // a ragged tile's missing pixels: results never stored
         w_shared[tap * (Tile::kPixels + 1) + slot] = w_group[ho * p.weight.h + wo * p.weight.w + tap];
     }
   }
