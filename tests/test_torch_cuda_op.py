@@ -28,28 +28,38 @@ class FakeLibrary:
         self.fn = cuda.PROTOTYPE(self._call)
 
     @staticmethod
-    def _read(ptr, shape, dtype):
-        count = int(torch.Size(shape).numel())
+    def _read(ptr, shape, dtype, pitch=0):
+        """The tensor at ptr: NCHW (pitch 0) or [N][H][W][pitch], as NCHW values."""
+        n, c, h, w = shape if len(shape) == 4 else (1, shape[0], 1, 1)
+        stored = (n, h, w, pitch) if pitch else (n, c, h, w)
+        count = int(torch.Size(stored).numel())
         raw = ctypes.string_at(ptr, count * torch.empty(0, dtype=dtype).element_size())
-        return torch.frombuffer(bytearray(raw), dtype=dtype).view(shape).clone()
+        t = torch.frombuffer(bytearray(raw), dtype=dtype).view(stored).clone()
+        return (t[..., :c].permute(0, 3, 1, 2) if pitch else t).reshape(shape)
 
     def _call(self, fp16, x, weight, scale, shift, y, attrs, x_dims, w_dims, channel_last, pitches, kernel, stream,
               error, error_size):
         call = dict(fp16=fp16, ptrs=(x, weight, scale, shift, y), attrs=[attrs[i] for i in range(6)],
                     x_dims=[x_dims[i] for i in range(4)], w_dims=[w_dims[i] for i in range(4)],
-                    channel_last=channel_last, pitches=[pitches[i] for i in range(3)] if pitches else None, kernel=kernel, stream=stream)
+                    channel_last=channel_last, pitches=[pitches[i] for i in range(3)] if pitches else None,
+                    kernel=kernel, stream=stream)
         self.calls.append(call)
         if self.fail_with is not None:
             ctypes.memmove(error, self.fail_with.encode() + b"\0", min(len(self.fail_with) + 1, error_size))
             return 1
         dtype = torch.float16 if fp16 else torch.float32
         c = call["x_dims"][1]
-        call["x"] = self._read(x, call["x_dims"], dtype)
-        call["weight"] = self._read(weight, call["w_dims"], dtype)
+        x_pitch, w_pitch, y_pitch = call["pitches"] or (0, 0, 0)
+        call["x"] = self._read(x, call["x_dims"], dtype, x_pitch)
+        call["weight"] = self._read(weight, call["w_dims"], dtype, w_pitch)
         call["scale"], call["shift"] = self._read(scale, [c], dtype), self._read(shift, [c], dtype)
         k, s, p, d, g, act = call["attrs"]
         out = involution_strided(call["x"], call["weight"], k, s, p, d, g, call["scale"], call["shift"], act)
-        ctypes.memmove(y, out.contiguous().data_ptr(), out.nbytes)
+        if y_pitch:
+            assert y_pitch == c, "the op allocates y channels_last (pitch C)"
+            out = out.permute(0, 2, 3, 1)
+        out = out.contiguous()
+        ctypes.memmove(y, out.data_ptr(), out.nbytes)
         return 0
 
 
@@ -146,6 +156,35 @@ def test_channel_last_tensors_go_with_their_pitches():
     assert len(lib.calls) == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_channels_last_inputs_run_channel_last_with_a_channels_last_output(monkeypatch, fake_device, dtype):
+    n, c, h, w, k, s, p, d, g = CASE
+    x, weight = random_inputs(*CASE, dtype=dtype)
+    scale, shift = torch.rand(c).to(dtype) + 0.5, torch.randn(c).to(dtype)
+    x_cl, weight_cl = (t.contiguous(memory_format=torch.channels_last) for t in (x, weight))
+    lib = FakeLibrary()
+    use(monkeypatch, cuda.CudaInvolution(lib.fn))
+    y = cuda.involution_cuda(x_cl, weight_cl, k, s, p, d, g, scale, shift, 1)
+    (call,) = lib.calls
+    assert call["channel_last"] == 1 and call["pitches"] == [c, g * k * k, c]
+    assert call["ptrs"][0] == x_cl.data_ptr() and call["ptrs"][1] == weight_cl.data_ptr()  # no copies
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    torch.testing.assert_close(y, involution_strided(x, weight, k, s, p, d, g, scale, shift, 1))
+    # the fake kernel (what torch.compile plans with) gives the same strides on CUDA, NCHW on the CPU
+    assert cuda.runs_channel_last(x_cl, weight_cl, "cuda") and not cuda.runs_channel_last(x_cl, weight_cl)
+    assert not cuda.runs_channel_last(x_cl, weight, "cuda")  # mixed layouts run NCHW
+    assert not cuda.runs_channel_last(x_cl.double(), weight_cl.double(), "cuda")  # fp64: the strided formulation
+
+
+def test_channel_pitch():
+    t = torch.empty(2, 8, 5, 6)
+    assert cuda.channel_pitch(t.contiguous(memory_format=torch.channels_last)) == 8
+    assert cuda.channel_pitch(torch.empty(2, 5, 6, 12).permute(0, 3, 1, 2)[:, :8]) == 12  # padded, like kHWC8
+    assert cuda.channel_pitch(t) is None and cuda.channel_pitch(t.transpose(2, 3)) is None
+    assert cuda.channel_pitch(torch.empty(2, 8, 1, 1)) == 8  # size-1 dimensions: their strides do not matter
+    assert cuda.channel_pitch(torch.empty(1, 1, 5, 6)) == 1
+
+
 def test_a_refusal_becomes_a_runtime_error_with_the_message(monkeypatch, fake_device):
     x, weight = random_inputs(*CASE, dtype=torch.float16)
     use(monkeypatch, cuda.CudaInvolution(FakeLibrary(fail_with="involution: CUDA launch failed: too many resources").fn))
@@ -198,11 +237,21 @@ def test_the_built_library_has_this_prototype():
         kernel(x, weight, scale, shift, y, attrs[:5] + [2], STREAM)
     with pytest.raises(RuntimeError, match=r"weight shape \(2, 196, 5, 5\)"):
         kernel(x, weight[..., :5].contiguous(), scale, shift, y, attrs, STREAM)
-    with pytest.raises(RuntimeError, match="unknown CUDA kernel 'Fastest'"):
+    names = kernel.kernel_names()
+    assert names[0] == "PerPixel" and {"K3S1", "K7S1", "K7S2"} <= set(names)
+    with pytest.raises(RuntimeError, match="unknown CUDA kernel 'Fastest' \\(kernels: PerPixel,K3S1"):
         kernel(x, weight, scale, shift, y, attrs, STREAM, kernel="Fastest")
-    with pytest.raises(cuda.Unsupported, match="NCHW tensors only"):  # this build's launcher: NCHW only
-        kernel(x.contiguous(memory_format=torch.channels_last), weight.contiguous(memory_format=torch.channels_last),
-               scale, shift, y.contiguous(memory_format=torch.channels_last), attrs, STREAM)
+    with pytest.raises(cuda.KernelDoesNotFit, match="kernel K3S1 does not fit kernel_size=7, stride=2"):
+        kernel(x, weight, scale, shift, y, attrs, STREAM, kernel="K3S1")
+    i64 = ctypes.c_int64
+    raw = (0, x.data_ptr(), weight.data_ptr(), scale.data_ptr(), shift.data_ptr(), y.data_ptr(),
+           (i64 * 6)(*attrs), (i64 * 4)(*x.shape), (i64 * 4)(*weight.shape))
+    error = ctypes.create_string_buffer(256)
+    assert kernel.fn(*raw, 1, (i64 * 3)(16, 196, 32), None, STREAM, error, 256) == 1
+    assert b"channel-last x pitch 16 is smaller than its 32 channels" in error.value
+    assert kernel.fn(*raw, 1, None, None, STREAM, error, 256) == 1 and b"needs the three channel pitches" in error.value
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no NVIDIA driver found"):
-            kernel(x, weight, scale, shift, y, attrs, STREAM)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            with pytest.raises(RuntimeError, match="no NVIDIA driver found"):
+                kernel(*(t.contiguous(memory_format=layout) for t in (x, weight)), scale, shift,
+                       y.contiguous(memory_format=layout), attrs, STREAM, kernel="K7S2")  # fits: checks pass

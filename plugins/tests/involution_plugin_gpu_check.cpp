@@ -16,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "InvolutionPlugin.h"  // kChannelLastLaunch: whether this build offers channel-last formats
 #include "involution_contract.h"
 #include "reference.h"
 
@@ -162,8 +161,7 @@ int main(int argc, char** argv) {
         bool offered = true;
         for (int pos = 0; pos < 5; ++pos) offered = offered && build->supportsFormatCombination(pos, dyn, 4, 1);
         // the plugin's rule: LINEAR and HWC always; HWC8 when C is a multiple of 8 (no padding channels in y)
-        const bool should_offer = !channel_last || (rednet::trt::kChannelLastLaunch &&
-                                                    (format == TensorFormat::kHWC || cs.c % 8 == 0));
+        const bool should_offer = format != TensorFormat::kHWC8 || cs.c % 8 == 0;
         const char* sep = first ? "" : ",\n";
         first = false;
         if (!offered) {

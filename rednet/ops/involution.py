@@ -130,7 +130,9 @@ involution.register_kernel("cuda", cuda.involution_cuda)
 
 @involution.register_fake
 def _(x, weight, kernel_size, stride, padding, dilation, groups, scale=None, shift=None, activation=0):
-    return x.new_empty(_check(x, weight, kernel_size, stride, padding, dilation, groups, scale, shift, activation))
+    out_shape = _check(x, weight, kernel_size, stride, padding, dilation, groups, scale, shift, activation)
+    channel_last = cuda.runs_channel_last(x, weight)
+    return x.new_empty(out_shape).contiguous(memory_format=torch.channels_last if channel_last else torch.contiguous_format)
 
 
 def _involution_backward(grad_out, x, weight, kernel_size, stride, padding, dilation, groups, scale, shift,

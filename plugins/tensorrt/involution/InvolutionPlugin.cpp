@@ -82,7 +82,7 @@ bool FormatSupported(int32_t pos, const PluginTensorDesc* in_out) {
   return desc.format == in_out[0].format && desc.type == in_out[0].type;
 }
 
-std::string LayoutOf(const PluginTensorDesc* in, const PluginTensorDesc& out, PluginLayout* layout) {
+std::string LayoutOf(const PluginTensorDesc* in, const PluginTensorDesc& out, TensorLayout* layout) {
   PluginTensorDesc in_out[kOutputPos + 1];
   for (int i = 0; i < kNumInputs; ++i) in_out[i] = in[i];
   in_out[kOutputPos] = out;
@@ -96,7 +96,7 @@ std::string LayoutOf(const PluginTensorDesc* in, const PluginTensorDesc& out, Pl
            "or HWC fp32) and scale, shift be LINEAR, all of one type; got " + got;
   }
   const TensorFormat format = in[0].format;
-  layout->channel_last = format != TensorFormat::kLINEAR;
+  layout->order = format == TensorFormat::kLINEAR ? Layout::kNCHW : Layout::kNHWC;
   layout->x_pitch = ChannelPitch(format, in[0].dims.d[1]);
   layout->weight_pitch = ChannelPitch(format, in[1].dims.d[1]);
   layout->y_pitch = ChannelPitch(format, out.dims.d[1]);
@@ -231,12 +231,11 @@ bool InvolutionPlugin::supportsFormatCombination(int32_t pos, const DynamicPlugi
   if (nb_inputs != kNumInputs || nb_outputs != 1 || pos < 0 || pos > kOutputPos) return false;
   PluginTensorDesc descs[kOutputPos + 1];
   for (int32_t i = 0; i <= pos; ++i) descs[i] = in_out[i].desc;  // positions above pos hold no values yet
-  if (!kChannelLastLaunch && descs[pos].format != TensorFormat::kLINEAR) return false;
   return FormatSupported(pos, descs);
 }
 
 std::string InvolutionPlugin::CheckTensors(const PluginTensorDesc* in, int32_t nb_inputs, const PluginTensorDesc* out,
-                                           int32_t nb_outputs, InvolutionShape* shape, PluginLayout* layout) const {
+                                           int32_t nb_outputs, InvolutionShape* shape, TensorLayout* layout) const {
   if (std::string err = IoCountProblem(nb_inputs, nb_outputs); !err.empty()) return err;
   DataType types[kNumInputs];
   const int64_t* dims[kNumInputs];
@@ -254,7 +253,7 @@ std::string InvolutionPlugin::CheckTensors(const PluginTensorDesc* in, int32_t n
 int32_t InvolutionPlugin::onShapeChange(const PluginTensorDesc* in, int32_t nb_inputs, const PluginTensorDesc* out,
                                         int32_t nb_outputs) noexcept {
   InvolutionShape shape;
-  PluginLayout layout;
+  TensorLayout layout;
   const std::string err = CheckTensors(in, nb_inputs, out, nb_outputs, &shape, &layout);
   if (!err.empty()) {
     Log(ILogger::Severity::kERROR, err);
@@ -266,14 +265,12 @@ int32_t InvolutionPlugin::onShapeChange(const PluginTensorDesc* in, int32_t nb_i
 int32_t InvolutionPlugin::enqueue(const PluginTensorDesc* input_desc, const PluginTensorDesc* output_desc,
                                   const void* const* inputs, void* const* outputs, void*, cudaStream_t stream) noexcept {
   InvolutionShape shape;
-  PluginLayout layout;
+  TensorLayout layout;
   std::string err = CheckTensors(input_desc, kNumInputs, output_desc, 1, &shape, &layout);
-  if (err.empty() && layout.channel_last && !kChannelLastLaunch)
-    err = "this build's CUDA launcher runs LINEAR (NCHW) tensors only, got " + FormatName(input_desc[0].format);
   if (err.empty()) err = CudaDriverProblem();  // else the launch fails with a bare cudaErrorInsufficientDriver
   if (err.empty()) {
     const ElementType type = input_desc[0].type == DataType::kHALF ? ElementType::kFloat16 : ElementType::kFloat32;
-    err = LaunchInvolution(type, inputs[0], inputs[1], inputs[2], inputs[3], outputs[0], attrs_, shape, stream);
+    err = LaunchInvolution(type, inputs[0], inputs[1], inputs[2], inputs[3], outputs[0], attrs_, shape, stream, layout);
   }
   if (!err.empty()) {
     Log(ILogger::Severity::kERROR, err);
