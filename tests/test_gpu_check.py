@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from deploy import gpu_check
+from deploy.native import REPO_ROOT
 from deploy.bench.cpu import involution_shapes
 
 
@@ -156,6 +157,7 @@ def test_fails_fast_and_clearly_without_a_gpu():
 def test_make_target_fails_fast_without_a_gpu():
     if shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0:
         pytest.skip("a GPU is present: the real check runs through `make gpu-check`")
-    run = subprocess.run(["make", "--no-print-directory", "gpu-check"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(["make", "--no-print-directory", "gpu-check"], capture_output=True, text=True, timeout=60,
+                         cwd=REPO_ROOT)
     assert run.returncode != 0 and "no NVIDIA GPU here" in run.stderr
 
