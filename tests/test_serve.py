@@ -341,10 +341,11 @@ def test_classify_equals_independent_preprocessing_and_direct_backend(server, di
     got = np.full(1000, np.nan)
     for entry in r.json()["top_k"]:
         got[entry["class_id"]] = np.log(entry["score"])
-    # the same arithmetic up to float32 rounding (measured: 2.4e-6 in log-probability on the landscape image);
-    # the randomly initialised model is insensitive (logits spread over ~0.05), yet a channel swap, a crop one
-    # pixel off or a mean one grey level off moves them by 7e-5 or more
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    # the same arithmetic up to float32 rounding of the two preprocessing paths, amplified by the network
+    # (measured: 2.4e-6 in log-probability on the landscape image, 1.07e-5 on the exact crop with the BatchNorms
+    # folded into the involutions); the randomly initialised model is insensitive (logits spread over ~0.05), yet a
+    # channel swap, a crop one pixel off or a mean one grey level off moves them by 7e-5 or more
+    np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0)
     labels = (Path(__file__).parents[1] / "deploy/serve/imagenet_classes.txt").read_text().splitlines()
     assert all(e["label"] == labels[e["class_id"]] for e in r.json()["top_k"]) and labels[0] == "tench"
 
