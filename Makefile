@@ -97,7 +97,7 @@ asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ s
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  REDNET_ORT_OPS_LIB=$(BUILD)/asan/librednet_ort_ops.so $(PY) -m pytest -q -p no:cacheprovider tests/test_op_backends.py
 
-gpu-check:  ## on a GPU machine: build CUDA kernel + plugin there, GPU parity + plugin enqueue + benchmarks -> JSON
+gpu-check:  ## on a GPU machine: build kernels + plugin there; parity, plugin, kernel and RedNet-50 benchmarks -> bench/results/gpu_check_<gpu>.{json,png}
 	@nvidia-smi -L > /dev/null 2>&1 || { echo "gpu-check: no NVIDIA GPU here (nvidia-smi failed); run it on a GPU machine" >&2; exit 3; }
 	@mkdir -p $(BUILD)/gpu
 	cmake -S plugins -B $(BUILD)/gpu -DCMAKE_CUDA_ARCHITECTURES=native \
@@ -106,7 +106,7 @@ gpu-check:  ## on a GPU machine: build CUDA kernel + plugin there, GPU parity + 
 	cmake --build $(BUILD)/gpu -j $(JOBS)
 	$(BUILD)/gpu/involution_cpu_sweep
 	@if [ -x $(BUILD)/gpu/involution_trt_plugin_test ]; then $(BUILD)/gpu/involution_trt_plugin_test; fi
-	PYTHONPATH=$(CURDIR) $(or $(GPU_PYTHON),python3) -m deploy.gpu_check --build $(BUILD)/gpu --out bench/results/gpu_check.json
+	PYTHONPATH=$(CURDIR) $(or $(GPU_PYTHON),python3) -m deploy.gpu_check --build $(BUILD)/gpu --out-dir bench/results
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD) artifacts

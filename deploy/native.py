@@ -11,6 +11,7 @@ LIBRARIES = {
     # name: (environment override, file name, how to build it)
     "ort_ops": ("REDNET_ORT_OPS_LIB", "librednet_ort_ops.so", "make plugins"),
     "torch_ops": ("REDNET_TORCH_OPS_LIB", "librednet_torch_ops.so", "make plugins"),
+    "cuda_capi": ("REDNET_CUDA_CAPI_LIB", "librednet_cuda_capi.so", "make plugins (needs nvcc)"),
     "trt_plugin": ("REDNET_TRT_PLUGIN_LIB", "librednet_trt_plugin.so", "make plugins TENSORRT_INCLUDE_DIR=..."),
 }
 

@@ -10,7 +10,7 @@ from helpers import requires
 
 EXPORTS = {
     "librednet_ort_ops.so": {"RegisterCustomOps"},
-    "librednet_cuda_capi.so": {"rednet_involution_cuda", "rednet_cuda_driver_problem"},
+    "librednet_cuda_capi.so": {"rednet_involution_cuda", "rednet_involution_cuda_kernels", "rednet_cuda_driver_problem"},
     "librednet_trt_plugin.so": {"getCreators", "setLoggerFinder", "rednet_cuda_driver_problem"},
 }
 BUILT_WITH = {"librednet_ort_ops.so": "ort_ops", "librednet_cuda_capi.so": "cuda_capi",

@@ -92,6 +92,11 @@ bool VectorAligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVec
 
 }  // namespace
 
+InvolutionProblem MakeInvolutionProblem(ElementType type, const void* x, const void* y, const InvolutionAttrs& a,
+                                        const InvolutionShape& s, const TensorLayout& layout) {
+  return {type == ElementType::kFloat32 ? 4 : 2, layout, a, s, VectorAligned(x) && VectorAligned(y)};
+}
+
 std::string LaunchInvolution(ElementType type, const void* x, const void* weight, const void* scale, const void* shift,
                              void* y, const InvolutionAttrs& a, const InvolutionShape& s, cudaStream_t stream,
                              const TensorLayout& layout, std::optional<KernelId> kernel) {
@@ -101,8 +106,7 @@ std::string LaunchInvolution(ElementType type, const void* x, const void* weight
   if (s.n * s.c * s.out_h * s.out_w == 0) return {};
   if (x == nullptr || weight == nullptr || scale == nullptr || shift == nullptr || y == nullptr)
     return "involution: null device pointer";
-  const InvolutionProblem problem{type == ElementType::kFloat32 ? 4 : 2, layout, a, s,
-                                  VectorAligned(x) && VectorAligned(y)};
+  const InvolutionProblem problem = MakeInvolutionProblem(type, x, y, a, s, layout);
   const KernelId id = kernel.value_or(ChooseInvolutionKernel(problem));
   if (int(id) < 0 || int(id) >= int(std::size(kKernelNames)))
     return "involution: no kernel " + std::to_string(int(id));

@@ -20,6 +20,10 @@ enum class ElementType { kFloat32, kFloat16 };
 // must come from CheckInvolutionShapes. The kernel is chosen per shape (ChooseInvolutionKernel,
 // involution_cuda_tiled.h) unless `kernel` names one (benchmarks, device parity of every kernel; an error where it
 // does not fit). Returns "" or the error (bad layout pitches, null pointers, a kernel that does not fit, the launch's).
+// What the launcher's choice (ChooseInvolutionKernel) and InvolutionKernelFits look at, for these tensors.
+InvolutionProblem MakeInvolutionProblem(ElementType type, const void* x, const void* y, const InvolutionAttrs& attrs,
+                                        const InvolutionShape& shape, const TensorLayout& layout);
+
 std::string LaunchInvolution(ElementType type, const void* x, const void* weight, const void* scale, const void* shift,
                              void* y, const InvolutionAttrs& attrs, const InvolutionShape& shape, cudaStream_t stream,
                              const TensorLayout& layout = {}, std::optional<KernelId> kernel = {});

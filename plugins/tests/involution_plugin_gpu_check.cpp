@@ -1,7 +1,9 @@
 // GPU check of the TensorRT plugin through its real interfaces: dlopen the plugin library, getCreators(),
 // createPlugin() from fields, configurePlugin(), getOutputDataTypes(), onShapeChange(), enqueue() on device
-// buffers, then compare with the contract's double-precision reference. Prints one JSON object; exit 0 only when
-// every case is within tolerance (fp32: max rel 1e-5; fp16: max abs 1e-2 on O(1) data).
+// buffers in every format the plugin offers (LINEAR, HWC8 fp16, HWC fp32; channel-last buffers carry NaN in their
+// padding channels), then compare with the contract's double-precision reference. Prints one JSON object; exit 0
+// only when every case is within tolerance (fp32: max rel 1e-5; fp16: max abs 1e-2 on O(1) data) and every format
+// the plugin should offer is offered.
 #include <NvInferRuntime.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -42,6 +44,23 @@ std::vector<T> Convert(const std::vector<float>& v) {
     if constexpr (sizeof(T) == 2) out[i] = __float2half_rn(v[i]);
     else out[i] = v[i];
   }
+  return out;
+}
+
+// NCHW values (dims n, c, h, w) -> [N][H][W][pitch], `pad` in channels c..pitch-1.
+std::vector<float> ToChannelLast(const std::vector<float>& v, const int64_t* d, int64_t pitch, float pad) {
+  std::vector<float> out(size_t(d[0] * d[2] * d[3] * pitch), pad);
+  for (int64_t n = 0; n < d[0]; ++n)
+    for (int64_t c = 0; c < d[1]; ++c)
+      for (int64_t i = 0; i < d[2] * d[3]; ++i) out[(n * d[2] * d[3] + i) * pitch + c] = v[(n * d[1] + c) * d[2] * d[3] + i];
+  return out;
+}
+
+std::vector<float> FromChannelLast(const std::vector<float>& v, const int64_t* d, int64_t pitch) {
+  std::vector<float> out(size_t(d[0] * d[1] * d[2] * d[3]));
+  for (int64_t n = 0; n < d[0]; ++n)
+    for (int64_t c = 0; c < d[1]; ++c)
+      for (int64_t i = 0; i < d[2] * d[3]; ++i) out[(n * d[1] + c) * d[2] * d[3] + i] = v[(n * d[2] * d[3] + i) * pitch + c];
   return out;
 }
 
@@ -114,82 +133,115 @@ int main(int argc, char** argv) {
     for (auto& v : w) v = dist(rng) * 0.3f;
     for (auto& v : sc) v = 1.0f + 0.3f * dist(rng);
     for (auto& v : sh) v = 0.5f * dist(rng);
-    for (int fp16 = 0; fp16 < 2; ++fp16) {
-      int32_t values[rednet::kNumAttributes];
-      std::vector<PluginField> fields;
-      for (size_t i = 0; i < rednet::kNumAttributes; ++i) {
-        values[i] = int32_t(rednet::AttributeField(a, i));
-        fields.emplace_back(rednet::kAttributeNames[i], &values[i], PluginFieldType::kINT32, 1);
-      }
-      PluginFieldCollection fc{int32_t(fields.size()), fields.data()};
-      IPluginV3* plugin = creator->createPlugin("involution", &fc, TensorRTPhase::kRUNTIME);
-      auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
-      auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-      const DataType type = fp16 ? DataType::kHALF : DataType::kFLOAT;
-      DynamicPluginTensorDesc dyn[5]{};
-      PluginTensorDesc desc[5]{};
-      for (int i = 0; i < 5; ++i) {
-        desc[i].type = type;
-        desc[i].format = TensorFormat::kLINEAR;
-        desc[i].dims.nbDims = ranks[i];
-        for (int d = 0; d < ranks[i]; ++d) desc[i].dims.d[d] = dims[i][d];
-        dyn[i].desc = desc[i];
-        dyn[i].min = dyn[i].max = dyn[i].opt = desc[i].dims;
-      }
-      DataType in_types[4] = {type, type, type, type}, out_type{};
-      bool ok = build->configurePlugin(dyn, 4, dyn + 4, 1) == 0 && build->getOutputDataTypes(&out_type, 1, in_types, 4) == 0 &&
-                out_type == type && runtime->onShapeChange(desc, 4, desc + 4, 1) == 0;
-      for (int pos = 0; pos < 5; ++pos) ok = ok && build->supportsFormatCombination(pos, dyn, 4, 1);
-      const size_t elem = fp16 ? 2 : 4;
-      const std::vector<float>* host[4] = {&x, &w, &sc, &sh};
-      std::vector<float> rounded[4];  // the values the device sees
-      void* device[4];
-      for (int i = 0; i < 4; ++i) {
-        rounded[i] = *host[i];
-        CUDA_OK(cudaMalloc(&device[i], rounded[i].size() * elem));
-        if (fp16) {
-          auto half = Convert<__half>(rounded[i]);
-          for (size_t k = 0; k < half.size(); ++k) rounded[i][k] = __half2float(half[k]);
-          CUDA_OK(cudaMemcpy(device[i], half.data(), half.size() * elem, cudaMemcpyHostToDevice));
-        } else {
-          CUDA_OK(cudaMemcpy(device[i], rounded[i].data(), rounded[i].size() * elem, cudaMemcpyHostToDevice));
+    for (int fp16 = 0; fp16 < 2; ++fp16)
+      for (TensorFormat format : {TensorFormat::kLINEAR, fp16 ? TensorFormat::kHWC8 : TensorFormat::kHWC}) {
+        int32_t values[rednet::kNumAttributes];
+        std::vector<PluginField> fields;
+        for (size_t i = 0; i < rednet::kNumAttributes; ++i) {
+          values[i] = int32_t(rednet::AttributeField(a, i));
+          fields.emplace_back(rednet::kAttributeNames[i], &values[i], PluginFieldType::kINT32, 1);
         }
+        PluginFieldCollection fc{int32_t(fields.size()), fields.data()};
+        IPluginV3* plugin = creator->createPlugin("involution", &fc, TensorRTPhase::kRUNTIME);
+        auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+        auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+        const DataType type = fp16 ? DataType::kHALF : DataType::kFLOAT;
+        DynamicPluginTensorDesc dyn[5]{};
+        PluginTensorDesc desc[5]{};
+        for (int i = 0; i < 5; ++i) {
+          desc[i].type = type;
+          desc[i].format = ranks[i] == 4 ? format : TensorFormat::kLINEAR;  // scale, shift stay LINEAR
+          desc[i].dims.nbDims = ranks[i];
+          for (int d = 0; d < ranks[i]; ++d) desc[i].dims.d[d] = dims[i][d];
+          dyn[i].desc = desc[i];
+          dyn[i].min = dyn[i].max = dyn[i].opt = desc[i].dims;
+        }
+        const bool channel_last = format != TensorFormat::kLINEAR;
+        const char* format_name = format == TensorFormat::kLINEAR ? "LINEAR" : format == TensorFormat::kHWC8 ? "HWC8" : "HWC";
+        bool offered = true;
+        for (int pos = 0; pos < 5; ++pos) offered = offered && build->supportsFormatCombination(pos, dyn, 4, 1);
+        // the plugin's rule: LINEAR and HWC always; HWC8 when C is a multiple of 8 (no padding channels in y)
+        const bool should_offer = format != TensorFormat::kHWC8 || cs.c % 8 == 0;
+        const char* sep = first ? "" : ",\n";
+        first = false;
+        if (!offered) {
+          failures += should_offer;
+          std::printf("%s  {\"x\": [%lld, %lld, %lld, %lld], \"precision\": \"%s\", \"format\": \"%s\", "
+                      "\"offered\": false, \"passed\": %s}",
+                      sep, (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w, fp16 ? "fp16" : "fp32",
+                      format_name, should_offer ? "false" : "true");
+          delete plugin;
+          continue;
+        }
+        DataType in_types[4] = {type, type, type, type}, out_type{};
+        bool ok = should_offer && build->configurePlugin(dyn, 4, dyn + 4, 1) == 0 &&
+                  build->getOutputDataTypes(&out_type, 1, in_types, 4) == 0 && out_type == type &&
+                  runtime->onShapeChange(desc, 4, desc + 4, 1) == 0;
+        // channel-last: [N][H][W][pitch], HWC8's pitch rounded up to 8 with NaN in the padding, which the kernel
+        // must never read
+        auto pitch_of = [&](int64_t channels) {
+          return format == TensorFormat::kHWC8 ? (channels + 7) / 8 * 8 : channels;
+        };
+        const int64_t x_pitch = pitch_of(cs.c), w_pitch = pitch_of(w_dims[1]), y_pitch = pitch_of(cs.c);
+        const std::vector<float>* host[4] = {&x, &w, &sc, &sh};
+        std::vector<float> rounded[4];  // the values the device sees, in the contract's NCHW order
+        std::vector<float> stored[4];   // as laid out on the device
+        const size_t elem = fp16 ? 2 : 4;
+        void* device[4];
+        for (int i = 0; i < 4; ++i) {
+          rounded[i] = *host[i];
+          if (fp16) {
+            auto half = Convert<__half>(rounded[i]);
+            for (size_t k = 0; k < half.size(); ++k) rounded[i][k] = __half2float(half[k]);
+          }
+          stored[i] = !channel_last || i >= 2 ? rounded[i]
+                                               : ToChannelLast(rounded[i], dims[i], i == 0 ? x_pitch : w_pitch, NAN);
+          CUDA_OK(cudaMalloc(&device[i], stored[i].size() * elem));
+          if (fp16) {
+            auto half = Convert<__half>(stored[i]);
+            CUDA_OK(cudaMemcpy(device[i], half.data(), half.size() * elem, cudaMemcpyHostToDevice));
+          } else {
+            CUDA_OK(cudaMemcpy(device[i], stored[i].data(), stored[i].size() * elem, cudaMemcpyHostToDevice));
+          }
+        }
+        const size_t y_count = size_t(cs.n * ho * wo * (channel_last ? y_pitch : cs.c));
+        void* dy;
+        CUDA_OK(cudaMalloc(&dy, y_count * elem));
+        const void* inputs[4] = {device[0], device[1], device[2], device[3]};
+        void* outputs[1] = {dy};
+        ok = ok && runtime->enqueue(desc, desc + 4, inputs, outputs, nullptr, stream) == 0;
+        CUDA_OK(cudaStreamSynchronize(stream));
+        const auto ref = rednet::testing::ReferenceInvolution(rounded[0], rounded[1], rounded[2], rounded[3], a, shape);
+        std::vector<float> y_stored(y_count);
+        if (fp16) {
+          std::vector<__half> yh(y_count);
+          CUDA_OK(cudaMemcpy(yh.data(), dy, yh.size() * elem, cudaMemcpyDeviceToHost));
+          for (size_t i = 0; i < y_count; ++i) y_stored[i] = ToFloat(yh[i]);
+        } else {
+          CUDA_OK(cudaMemcpy(y_stored.data(), dy, y_count * elem, cudaMemcpyDeviceToHost));
+        }
+        const std::vector<float> y = channel_last ? FromChannelLast(y_stored, y_dims, y_pitch) : y_stored;
+        double max_abs = 0, magnitude = 1e-30;
+        for (size_t i = 0; i < y.size(); ++i) {
+          max_abs = std::max(max_abs, std::isnan(y[i]) ? INFINITY : double(std::abs(y[i] - ref[i])));
+          magnitude = std::max(magnitude, std::abs(ref[i]));
+        }
+        const double max_rel = max_abs / magnitude;
+        const bool pass = ok && (fp16 ? max_abs <= 1e-2 : max_rel <= 1e-5);
+        failures += !pass;
+        std::printf("%s  {\"x\": [%lld, %lld, %lld, %lld], \"kernel_size\": %lld, \"stride\": %lld, \"padding\": %lld, "
+                    "\"dilation\": %lld, \"groups\": %lld, \"activation\": %lld, \"precision\": \"%s\", \"format\": \"%s\", "
+                    "\"pitches\": [%lld, %lld, %lld], \"offered\": true, \"interfaces_ok\": %s, \"max_abs\": %.3e, "
+                    "\"max_rel\": %.3e, \"passed\": %s}",
+                    sep, (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w, (long long)a.kernel_size,
+                    (long long)a.stride, (long long)a.padding, (long long)a.dilation, (long long)a.groups,
+                    (long long)a.activation, fp16 ? "fp16" : "fp32", format_name, (long long)(channel_last ? x_pitch : 0),
+                    (long long)(channel_last ? w_pitch : 0), (long long)(channel_last ? y_pitch : 0), ok ? "true" : "false",
+                    max_abs, max_rel, pass ? "true" : "false");
+        for (void* d : device) cudaFree(d);
+        cudaFree(dy);
+        delete plugin;
       }
-      void* dy;
-      CUDA_OK(cudaMalloc(&dy, cs.n * cs.c * ho * wo * elem));
-      const void* inputs[4] = {device[0], device[1], device[2], device[3]};
-      void* outputs[1] = {dy};
-      ok = ok && runtime->enqueue(desc, desc + 4, inputs, outputs, nullptr, stream) == 0;
-      CUDA_OK(cudaStreamSynchronize(stream));
-      const auto ref = rednet::testing::ReferenceInvolution(rounded[0], rounded[1], rounded[2], rounded[3], a, shape);
-      double max_abs = 0, magnitude = 1e-30;
-      std::vector<float> y(ref.size());
-      if (fp16) {
-        std::vector<__half> yh(ref.size());
-        CUDA_OK(cudaMemcpy(yh.data(), dy, yh.size() * elem, cudaMemcpyDeviceToHost));
-        for (size_t i = 0; i < y.size(); ++i) y[i] = ToFloat(yh[i]);
-      } else {
-        CUDA_OK(cudaMemcpy(y.data(), dy, y.size() * elem, cudaMemcpyDeviceToHost));
-      }
-      for (size_t i = 0; i < y.size(); ++i) {
-        max_abs = std::max(max_abs, std::abs(y[i] - ref[i]));
-        magnitude = std::max(magnitude, std::abs(ref[i]));
-      }
-      const double max_rel = max_abs / magnitude;
-      const bool pass = ok && (fp16 ? max_abs <= 1e-2 : max_rel <= 1e-5);
-      failures += !pass;
-      std::printf("%s  {\"x\": [%lld, %lld, %lld, %lld], \"kernel_size\": %lld, \"stride\": %lld, \"padding\": %lld, "
-                  "\"dilation\": %lld, \"groups\": %lld, \"activation\": %lld, \"precision\": \"%s\", \"interfaces_ok\": %s, "
-                  "\"max_abs\": %.3e, \"max_rel\": %.3e, \"passed\": %s}",
-                  first ? "" : ",\n", (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w,
-                  (long long)a.kernel_size, (long long)a.stride, (long long)a.padding, (long long)a.dilation,
-                  (long long)a.groups, (long long)a.activation, fp16 ? "fp16" : "fp32", ok ? "true" : "false", max_abs, max_rel,
-                  pass ? "true" : "false");
-      first = false;
-      for (void* d : device) cudaFree(d);
-      cudaFree(dy);
-      delete plugin;
-    }
   }
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);

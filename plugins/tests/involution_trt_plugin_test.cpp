@@ -222,6 +222,171 @@ void CheckEveryAttributeParsed(InvolutionPluginCreator& creator) {
   }
 }
 
+// ---- format negotiation ---------------------------------------------------------------------------------------
+// x, weight, scale, shift, y at build time (N/H/W dynamic) with C channels and G*K*K = 196 weight channels.
+struct Combination {
+  TensorFormat format;
+  DataType type;
+};
+constexpr int kPositions = 5;
+const char* const kPositionNames[kPositions] = {"x", "weight", "scale", "shift", "y"};
+
+PluginTensorDesc BuildDesc(int pos, Combination f, int64_t channels) {
+  if (pos == 2 || pos == 3) return Desc({channels}, f.type, f.format);
+  return Desc({-1, pos == 1 ? 4 * 49 : channels, -1, -1}, f.type, f.format);
+}
+
+std::string Label(Combination f) {
+  return "format " + std::to_string(int(f.format)) + " type " + std::to_string(int(f.type));
+}
+
+// Every (format, type) value the headers define: a rule that accepts one value too many is caught.
+std::vector<Combination> AllCombinations() {
+  std::vector<Combination> all;
+  for (int32_t f = 0; f < EnumMax<TensorFormat>(); ++f)
+    for (int32_t t = 0; t < EnumMax<DataType>(); ++t) all.push_back({TensorFormat(f), DataType(t)});
+  return all;
+}
+
+bool Same(Combination a, Combination b) { return a.format == b.format && a.type == b.type; }
+
+// Asks FormatSupported and supportsFormatCombination at pos with positions above pos holding a value the plugin
+// must not look at (TensorRT leaves them unset); both answers must not depend on it.
+bool Ask(InvolutionPlugin& plugin, int pos, const std::vector<Combination>& chosen, Combination candidate,
+         int64_t channels, bool through_plugin) {
+  bool answers[2];
+  for (int garbage = 0; garbage < 2; ++garbage) {
+    DynamicPluginTensorDesc dyn[kPositions]{};
+    PluginTensorDesc descs[kPositions]{};
+    for (int i = 0; i < kPositions; ++i) {
+      const Combination f = i < pos ? chosen[i] : i == pos ? candidate
+                                     : garbage ? Combination{TensorFormat::kCHW32, DataType::kINT8}
+                                               : Combination{TensorFormat::kLINEAR, DataType::kFLOAT};
+      descs[i] = BuildDesc(i, f, channels);
+      dyn[i].desc = descs[i];
+    }
+    answers[garbage] = through_plugin ? plugin.supportsFormatCombination(pos, dyn, 4, 1)
+                                      : rednet::trt::FormatSupported(pos, descs);
+  }
+  Expect(answers[0] == answers[1], "the answer at " + std::string(kPositionNames[pos]) + " for " + Label(candidate) +
+                                       " must not depend on higher positions");
+  return answers[0];
+}
+
+// TensorRT's negotiation: positions in order, each asked for every (format, type) with the lower ones set to values
+// already accepted. Returns every full combination accepted.
+std::vector<std::vector<Combination>> Negotiate(InvolutionPlugin& plugin, int64_t channels, bool through_plugin) {
+  std::vector<std::vector<Combination>> done, open = {{}};
+  while (!open.empty()) {
+    std::vector<Combination> prefix = open.back();
+    open.pop_back();
+    for (Combination candidate : AllCombinations()) {
+      if (!Ask(plugin, int(prefix.size()), prefix, candidate, channels, through_plugin)) continue;
+      std::vector<Combination> next = prefix;
+      next.push_back(candidate);
+      (next.size() == kPositions ? done : open).push_back(next);
+    }
+  }
+  return done;
+}
+
+void CheckFormatNegotiation(InvolutionPlugin& plugin) {
+  const Combination f32{TensorFormat::kLINEAR, DataType::kFLOAT}, f16{TensorFormat::kLINEAR, DataType::kHALF};
+  const Combination hwc8{TensorFormat::kHWC8, DataType::kHALF}, hwc{TensorFormat::kHWC, DataType::kFLOAT};
+  // channels -> the formats of x the plugin takes; everything else follows x (scale, shift LINEAR of x's type)
+  const std::pair<int64_t, std::vector<Combination>> cases[] = {
+      {64, {f32, f16, hwc8, hwc}}, {8, {f32, f16, hwc8, hwc}},
+      {60, {f32, f16, hwc}},  // HWC8 would pad y's channels to 64
+      {-1, {f32, f16, hwc}},  // channel count unknown at build time: HWC8 cannot be ruled safe
+  };
+  for (const auto& [channels, x_formats] : cases) {
+    const std::string at = " (C=" + std::to_string(channels) + ")";
+    const auto combos = Negotiate(plugin, channels, false);
+    Expect(combos.size() == x_formats.size(), "FormatSupported: " + std::to_string(x_formats.size()) +
+                                                  " full combinations" + at + ", got " + std::to_string(combos.size()));
+    for (Combination x : x_formats) {
+      bool found = false;
+      for (const auto& c : combos)
+        found = found || (Same(c[0], x) && Same(c[1], x) && Same(c[2], {TensorFormat::kLINEAR, x.type}) &&
+                          Same(c[3], {TensorFormat::kLINEAR, x.type}) && Same(c[4], x));
+      Expect(found, "x, weight, y " + Label(x) + " with LINEAR scale/shift of its type accepted" + at);
+    }
+    // supportsFormatCombination (what TensorRT asks) answers as FormatSupported
+    Expect(Negotiate(plugin, channels, true).size() == x_formats.size(),
+           "supportsFormatCombination offers the same combinations" + at);
+  }
+  // a scale or shift of rank 1 never takes a channel-last format, whatever x has
+  for (Combination x : {hwc8, hwc})
+    for (int pos : {2, 3}) {
+      const PluginTensorDesc descs[4] = {BuildDesc(0, x, 64), BuildDesc(1, x, 64), BuildDesc(2, x, 64), BuildDesc(3, x, 64)};
+      Expect(!rednet::trt::FormatSupported(pos, descs), std::string(kPositionNames[pos]) + " in " + Label(x) + " rejected");
+    }
+  Expect(!plugin.supportsFormatCombination(5, nullptr, 4, 1) && !plugin.supportsFormatCombination(-1, nullptr, 4, 1),
+         "positions outside 0..4 rejected");
+}
+
+// Runtime layouts: the channel pitches of each accepted combination, and the rejections naming the formats.
+void CheckLayouts() {
+  struct Case {
+    TensorFormat format;
+    DataType type;
+    int64_t c, groups, k;
+    bool channel_last;
+    int64_t x_pitch, weight_pitch, y_pitch;
+  };
+  const Case cases[] = {
+      {TensorFormat::kLINEAR, DataType::kFLOAT, 64, 4, 7, false, 0, 0, 0},
+      {TensorFormat::kLINEAR, DataType::kHALF, 64, 4, 7, false, 0, 0, 0},
+      {TensorFormat::kHWC8, DataType::kHALF, 64, 4, 7, true, 64, 200, 64},     // 196 taps padded to 200
+      {TensorFormat::kHWC8, DataType::kHALF, 32, 2, 3, true, 32, 24, 32},      // 18 -> 24
+      {TensorFormat::kHWC8, DataType::kHALF, 512, 32, 7, true, 512, 1568, 512},  // 1568 = 196*8, no padding
+      {TensorFormat::kHWC8, DataType::kHALF, 8, 1, 1, true, 8, 8, 8},          // 1 tap -> 8
+      {TensorFormat::kHWC, DataType::kFLOAT, 64, 4, 7, true, 64, 196, 64},     // unpadded
+      {TensorFormat::kHWC, DataType::kFLOAT, 12, 3, 3, true, 12, 27, 12},
+  };
+  for (const Case& c : cases) {
+    const int64_t taps = c.groups * c.k * c.k;
+    PluginTensorDesc in[4] = {Desc({2, c.c, 9, 9}, c.type, c.format), Desc({2, taps, 9, 9}, c.type, c.format),
+                              Desc({c.c}, c.type), Desc({c.c}, c.type)};
+    const PluginTensorDesc out = Desc({2, c.c, 9, 9}, c.type, c.format);
+    rednet::TensorLayout layout;
+    layout.x_pitch = layout.weight_pitch = layout.y_pitch = -7;
+    const std::string err = rednet::trt::LayoutOf(in, out, &layout);
+    const std::string what = Label({c.format, c.type}) + " C=" + std::to_string(c.c) + " taps=" + std::to_string(taps);
+    const bool channel_last = layout.order == rednet::Layout::kNHWC;
+    Expect(err.empty() && channel_last == c.channel_last && layout.x_pitch == c.x_pitch &&
+               layout.weight_pitch == c.weight_pitch && layout.y_pitch == c.y_pitch,
+           what + ": layout " + std::to_string(channel_last) + " pitches " + std::to_string(layout.x_pitch) +
+               "/" + std::to_string(layout.weight_pitch) + "/" + std::to_string(layout.y_pitch) + " " + err);
+  }
+  const DataType h = DataType::kHALF, f = DataType::kFLOAT;
+  const TensorFormat lin = TensorFormat::kLINEAR, hwc8 = TensorFormat::kHWC8, hwc = TensorFormat::kHWC;
+  struct Bad {
+    TensorFormat formats[5];
+    DataType types[5];
+    int64_t c;
+    const char* needle;
+  };
+  const Bad bad[] = {
+      {{hwc8, lin, lin, lin, hwc8}, {h, h, h, h, h}, 64, "weight LINEAR fp16"},
+      {{hwc8, hwc8, lin, lin, lin}, {h, h, h, h, h}, 64, "y LINEAR fp16"},
+      {{hwc8, hwc8, hwc8, lin, hwc8}, {h, h, h, h, h}, 64, "scale HWC8 fp16"},
+      {{hwc, hwc, lin, hwc, hwc}, {f, f, f, f, f}, 64, "shift HWC fp32"},
+      {{hwc8, hwc8, lin, lin, hwc8}, {f, f, f, f, f}, 64, "x HWC8 fp32"},
+      {{hwc, hwc, lin, lin, hwc}, {h, h, h, h, h}, 64, "x HWC fp16"},
+      {{hwc8, hwc8, lin, lin, hwc8}, {h, h, h, h, h}, 12, "x HWC8 fp16"},  // y would be padded
+      {{TensorFormat::kCHW32, TensorFormat::kCHW32, lin, lin, TensorFormat::kCHW32}, {h, h, h, h, h}, 64, "x format 5"},
+  };
+  for (const Bad& b : bad) {
+    PluginTensorDesc in[4] = {Desc({2, b.c, 9, 9}, b.types[0], b.formats[0]), Desc({2, 196, 9, 9}, b.types[1], b.formats[1]),
+                              Desc({b.c}, b.types[2], b.formats[2]), Desc({b.c}, b.types[3], b.formats[3])};
+    const PluginTensorDesc out = Desc({2, b.c, 9, 9}, b.types[4], b.formats[4]);
+    rednet::TensorLayout layout;
+    const std::string err = rednet::trt::LayoutOf(in, out, &layout);
+    Expect(err.find(b.needle) != std::string::npos, std::string("layout rejected naming '") + b.needle + "': " + err);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -335,21 +500,10 @@ int main() {
   auto all = [&](DataType t, DynamicPluginTensorDesc* d) {
     for (int pos = 0; pos < 5; ++pos) d[pos] = dyn(t, pos);
   };
-  DynamicPluginTensorDesc f32[5], f16[5], int8[5], mixed[5], chw4[5];
+  DynamicPluginTensorDesc f32[5];
   all(DataType::kFLOAT, f32);
-  all(DataType::kHALF, f16);
-  all(DataType::kINT8, int8);
-  all(DataType::kFLOAT, mixed);
-  mixed[3] = dyn(DataType::kHALF, 3);
-  all(DataType::kHALF, chw4);
-  chw4[0] = dyn(DataType::kHALF, 0, TensorFormat::kCHW4);
-  for (int pos = 0; pos < 5; ++pos) {
-    Expect(plugin->supportsFormatCombination(pos, f32, 4, 1), "fp32 linear supported at " + std::to_string(pos));
-    Expect(plugin->supportsFormatCombination(pos, f16, 4, 1), "fp16 linear supported at " + std::to_string(pos));
-    Expect(!plugin->supportsFormatCombination(pos, int8, 4, 1), "int8 rejected at " + std::to_string(pos));
-  }
-  Expect(!plugin->supportsFormatCombination(3, mixed, 4, 1), "a shift of another type rejected");
-  Expect(!plugin->supportsFormatCombination(0, chw4, 4, 1), "non-linear format rejected");
+  CheckFormatNegotiation(*plugin);
+  CheckLayouts();
   Expect(!plugin->supportsFormatCombination(0, f32, 2, 1), "the two-input form of the old contract rejected");
   DataType out_type = DataType::kINT32;
   DataType in_f16[4] = {DataType::kHALF, DataType::kHALF, DataType::kHALF, DataType::kHALF};
@@ -391,6 +545,22 @@ int main() {
          "onShapeChange rejects a weight that breaks the shape rule");
   void* none[4] = {nullptr, nullptr, nullptr, nullptr};
   Expect(plugin->enqueue(rt, rt + 4, none, none, nullptr, nullptr) != 0, "enqueue refuses bad shapes before touching the GPU");
+
+  // channel-last at run time: onShapeChange takes HWC8 fp16 / HWC fp32, and enqueue hands the layout on (it stops
+  // at the driver check here, the last step before the launch)
+  for (auto [format, type] : {std::pair{TensorFormat::kHWC8, DataType::kHALF}, std::pair{TensorFormat::kHWC, DataType::kFLOAT}}) {
+    PluginTensorDesc cl[5] = {Desc({2, 64, 57, 41}, type, format), Desc({2, 196, 29, 21}, type, format), Desc({64}, type),
+                              Desc({64}, type), Desc({2, 64, 29, 21}, type, format)};
+    const std::string name = format == TensorFormat::kHWC8 ? "HWC8" : "HWC";
+    Expect(plugin->onShapeChange(cl, 4, cl + 4, 1) == 0, "onShapeChange accepts " + name);
+    g_finder.logger.last_error.clear();
+    Expect(plugin->enqueue(cl, cl + 4, none, none, nullptr, nullptr) != 0 &&
+               g_finder.logger.last_error.find("NVIDIA driver") != std::string::npos,
+           "enqueue " + name + " passes every check before the driver's: '" + g_finder.logger.last_error + "'");
+    cl[4].format = TensorFormat::kLINEAR;
+    Expect(plugin->onShapeChange(cl, 4, cl + 4, 1) != 0 && g_finder.logger.last_error.find("y LINEAR") != std::string::npos,
+           "onShapeChange rejects y LINEAR with x " + name);
+  }
 
   std::printf("involution_trt_plugin_test: %d checks, %d failures (TensorRT %d.%d headers)\n", checks, failures,
               NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR);

@@ -11,7 +11,8 @@ Contract (spec/Involution.yaml)::
     y = act(scale[c] * acc + shift[c]),  act: 0 none, 1 ReLU;  g = c // (C/G), zero padding.
 
 On the CPU in fp32/fp16 the op runs the project's C++ kernel (plugins/torch, on PyTorch's thread pool) when
-`make plugins` has built it. Elsewhere, and as the fallback, it walks the K*K kernel taps and accumulates strided
+`make plugins` has built it; on CUDA in fp32/fp16, the project's CUDA kernel through its C ABI (rednet/ops/cuda.py).
+Elsewhere, and as the fallback, it walks the K*K kernel taps and accumulates strided
 views of the padded input, so memory grows with the output, never with K*K times the input (as unfold does).
 fp16/bf16 are accumulated in fp32 either way, epilogue included. A fake kernel gives shapes to torch.export / torch.compile, and an autograd
 formula makes the op trainable.
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
+from . import cuda
 from .spec import check_shapes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -123,9 +125,14 @@ def involution(x: torch.Tensor, weight: torch.Tensor, kernel_size: int, stride: 
     return involution_strided(*args)
 
 
+involution.register_kernel("cuda", cuda.involution_cuda)
+
+
 @involution.register_fake
 def _(x, weight, kernel_size, stride, padding, dilation, groups, scale=None, shift=None, activation=0):
-    return x.new_empty(_check(x, weight, kernel_size, stride, padding, dilation, groups, scale, shift, activation))
+    out_shape = _check(x, weight, kernel_size, stride, padding, dilation, groups, scale, shift, activation)
+    channel_last = cuda.runs_channel_last(x, weight)
+    return x.new_empty(out_shape).contiguous(memory_format=torch.channels_last if channel_last else torch.contiguous_format)
 
 
 def _involution_backward(grad_out, x, weight, kernel_size, stride, padding, dilation, groups, scale, shift,

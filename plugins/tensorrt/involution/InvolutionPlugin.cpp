@@ -44,7 +44,64 @@ std::string TypeProblem(const DataType* types) {
 
 std::string FieldName(size_t i) { return kAttributeNames[i]; }
 
+std::string FormatName(TensorFormat format) {
+  switch (format) {
+    case TensorFormat::kLINEAR: return "LINEAR";
+    case TensorFormat::kHWC8: return "HWC8";
+    case TensorFormat::kHWC: return "HWC";
+    default: return "format " + std::to_string(static_cast<int32_t>(format));
+  }
+}
+
+constexpr int32_t kOutputPos = kNumInputs;  // y's position in supportsFormatCombination's numbering
+constexpr int64_t kHwc8Vector = 8;          // kHWC8's scalars per vector: the channel pitch is a multiple of it
+
+bool IsChannelInput(int32_t pos) { return pos == 2 || pos == 3; }  // scale, shift
+
+bool IoFormatSupported(const PluginTensorDesc& x) {
+  switch (x.format) {
+    case TensorFormat::kLINEAR: return Supported(x.type);
+    case TensorFormat::kHWC8: return x.type == DataType::kHALF && x.dims.nbDims == 4 && x.dims.d[1] > 0 &&
+                                     x.dims.d[1] % kHwc8Vector == 0;
+    case TensorFormat::kHWC: return x.type == DataType::kFLOAT;
+    default: return false;
+  }
+}
+
+int64_t ChannelPitch(TensorFormat format, int64_t channels) {
+  if (format == TensorFormat::kHWC8) return (channels + kHwc8Vector - 1) / kHwc8Vector * kHwc8Vector;
+  return format == TensorFormat::kHWC ? channels : 0;
+}
+
 }  // namespace
+
+bool FormatSupported(int32_t pos, const PluginTensorDesc* in_out) {
+  if (pos < 0 || pos > kOutputPos || !IoFormatSupported(in_out[0])) return false;
+  const PluginTensorDesc& desc = in_out[pos];
+  if (IsChannelInput(pos)) return desc.format == TensorFormat::kLINEAR && desc.type == in_out[0].type;
+  return desc.format == in_out[0].format && desc.type == in_out[0].type;
+}
+
+std::string LayoutOf(const PluginTensorDesc* in, const PluginTensorDesc& out, TensorLayout* layout) {
+  PluginTensorDesc in_out[kOutputPos + 1];
+  for (int i = 0; i < kNumInputs; ++i) in_out[i] = in[i];
+  in_out[kOutputPos] = out;
+  for (int32_t pos = 0; pos <= kOutputPos; ++pos) {
+    if (FormatSupported(pos, in_out)) continue;
+    std::string got;
+    for (int i = 0; i <= kOutputPos; ++i)
+      got += std::string(i ? ", " : "") + (i < kNumInputs ? kInputNames[i] : "y") + " " +
+             FormatName(in_out[i].format) + " " + TypeName(in_out[i].type);
+    return "x, weight and y must share one format (LINEAR fp32/fp16, HWC8 fp16 with channels a multiple of 8, "
+           "or HWC fp32) and scale, shift be LINEAR, all of one type; got " + got;
+  }
+  const TensorFormat format = in[0].format;
+  layout->order = format == TensorFormat::kLINEAR ? Layout::kNCHW : Layout::kNHWC;
+  layout->x_pitch = ChannelPitch(format, in[0].dims.d[1]);
+  layout->weight_pitch = ChannelPitch(format, in[1].dims.d[1]);
+  layout->y_pitch = ChannelPitch(format, out.dims.d[1]);
+  return {};
+}
 
 void SetLoggerFinder(ILoggerFinder* finder) {
   std::lock_guard<std::mutex> lock(g_logger_mutex);
@@ -171,14 +228,14 @@ int32_t InvolutionPlugin::getOutputShapes(const DimsExprs* inputs, int32_t nb_in
 
 bool InvolutionPlugin::supportsFormatCombination(int32_t pos, const DynamicPluginTensorDesc* in_out, int32_t nb_inputs,
                                                  int32_t nb_outputs) noexcept {
-  if (nb_inputs != kNumInputs || nb_outputs != 1 || pos < 0 || pos > kNumInputs) return false;
-  const PluginTensorDesc& desc = in_out[pos].desc;
-  if (desc.format != TensorFormat::kLINEAR || !Supported(desc.type)) return false;
-  return pos == 0 || desc.type == in_out[0].desc.type;  // one type for every input and y
+  if (nb_inputs != kNumInputs || nb_outputs != 1 || pos < 0 || pos > kOutputPos) return false;
+  PluginTensorDesc descs[kOutputPos + 1];
+  for (int32_t i = 0; i <= pos; ++i) descs[i] = in_out[i].desc;  // positions above pos hold no values yet
+  return FormatSupported(pos, descs);
 }
 
-std::string InvolutionPlugin::CheckTensors(const PluginTensorDesc* in, int32_t nb_inputs, int32_t nb_outputs,
-                                           InvolutionShape* shape) const {
+std::string InvolutionPlugin::CheckTensors(const PluginTensorDesc* in, int32_t nb_inputs, const PluginTensorDesc* out,
+                                           int32_t nb_outputs, InvolutionShape* shape, TensorLayout* layout) const {
   if (std::string err = IoCountProblem(nb_inputs, nb_outputs); !err.empty()) return err;
   DataType types[kNumInputs];
   const int64_t* dims[kNumInputs];
@@ -189,13 +246,15 @@ std::string InvolutionPlugin::CheckTensors(const PluginTensorDesc* in, int32_t n
     ranks[i] = static_cast<size_t>(std::max(0, in[i].dims.nbDims));
   }
   if (std::string err = TypeProblem(types); !err.empty()) return err;
-  return CheckInvolutionShapes(attrs_, dims, ranks, shape);
+  if (std::string err = CheckInvolutionShapes(attrs_, dims, ranks, shape); !err.empty()) return err;
+  return LayoutOf(in, out[0], layout);
 }
 
-int32_t InvolutionPlugin::onShapeChange(const PluginTensorDesc* in, int32_t nb_inputs, const PluginTensorDesc*,
+int32_t InvolutionPlugin::onShapeChange(const PluginTensorDesc* in, int32_t nb_inputs, const PluginTensorDesc* out,
                                         int32_t nb_outputs) noexcept {
   InvolutionShape shape;
-  const std::string err = CheckTensors(in, nb_inputs, nb_outputs, &shape);
+  TensorLayout layout;
+  const std::string err = CheckTensors(in, nb_inputs, out, nb_outputs, &shape, &layout);
   if (!err.empty()) {
     Log(ILogger::Severity::kERROR, err);
     return -1;
@@ -203,14 +262,15 @@ int32_t InvolutionPlugin::onShapeChange(const PluginTensorDesc* in, int32_t nb_i
   return 0;
 }
 
-int32_t InvolutionPlugin::enqueue(const PluginTensorDesc* input_desc, const PluginTensorDesc*,
+int32_t InvolutionPlugin::enqueue(const PluginTensorDesc* input_desc, const PluginTensorDesc* output_desc,
                                   const void* const* inputs, void* const* outputs, void*, cudaStream_t stream) noexcept {
   InvolutionShape shape;
-  std::string err = CheckTensors(input_desc, kNumInputs, 1, &shape);
+  TensorLayout layout;
+  std::string err = CheckTensors(input_desc, kNumInputs, output_desc, 1, &shape, &layout);
   if (err.empty()) err = CudaDriverProblem();  // else the launch fails with a bare cudaErrorInsufficientDriver
   if (err.empty()) {
     const ElementType type = input_desc[0].type == DataType::kHALF ? ElementType::kFloat16 : ElementType::kFloat32;
-    err = LaunchInvolution(type, inputs[0], inputs[1], inputs[2], inputs[3], outputs[0], attrs_, shape, stream);
+    err = LaunchInvolution(type, inputs[0], inputs[1], inputs[2], inputs[3], outputs[0], attrs_, shape, stream, layout);
   }
   if (!err.empty()) {
     Log(ILogger::Severity::kERROR, err);

@@ -9,12 +9,24 @@
 #include <vector>
 
 #include "involution_contract.h"
+#include "involution_cuda_layout.h"
 
 namespace rednet::trt {
 
 inline constexpr const char* kPluginName = "Involution";
 inline constexpr const char* kPluginVersion = "1";
 inline constexpr const char* kPluginNamespace = "";
+
+// Whether the plugin takes in_out[pos]'s format and type, judged from in_out[0..pos] only (TensorRT's rule for
+// supportsFormatCombination): x (pos 0) LINEAR fp32/fp16, kHWC8 fp16 with a static channel count that is a multiple
+// of 8 (so y has no padding channels, whose content TensorRT leaves undocumented), or kHWC fp32; weight and y
+// x's format and type; scale and shift LINEAR with x's type.
+bool FormatSupported(int32_t pos, const nvinfer1::PluginTensorDesc* in_out);
+
+// The layout TensorRT negotiated for the runtime tensors (x, weight, scale, shift, then y), as the CUDA launcher
+// takes it: NCHW for kLINEAR, channel-last [N][H][W][pitch] for kHWC8 (pitch = channels rounded up to 8) and kHWC
+// (pitch = channels). "" and *layout filled, or why the formats are not a combination FormatSupported accepts.
+std::string LayoutOf(const nvinfer1::PluginTensorDesc* in, const nvinfer1::PluginTensorDesc& out, TensorLayout* layout);
 
 // Log through the logger TensorRT hands us (setLoggerFinder), or stderr when loaded without one.
 void Log(nvinfer1::ILogger::Severity severity, const std::string& message) noexcept;
@@ -66,9 +78,9 @@ class InvolutionPlugin : public nvinfer1::IPluginV3,
   const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override;
 
  private:
-  // "" when the runtime tensors match the contract; fills shape.
-  std::string CheckTensors(const nvinfer1::PluginTensorDesc* in, int32_t nb_inputs, int32_t nb_outputs,
-                           InvolutionShape* shape) const;
+  // "" when the runtime tensors match the contract; fills shape and layout.
+  std::string CheckTensors(const nvinfer1::PluginTensorDesc* in, int32_t nb_inputs, const nvinfer1::PluginTensorDesc* out,
+                           int32_t nb_outputs, InvolutionShape* shape, TensorLayout* layout) const;
 
   InvolutionAttrs attrs_;
   int32_t serialized_[kNumAttributes] = {};  // storage behind getFieldsToSerialize
