@@ -2,10 +2,12 @@
 // evaluation of the contract over an attribute sweep (incl. rows wider than several vectors, groups wider than
 // one channel block, ragged row tiles), plus every contract rejection. Exit code 0 only when all pass; built
 // with sanitizers by `make asan-test`.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "half.h"
@@ -26,6 +28,17 @@ void Expect(bool ok, const std::string& what) {
     ++failures;
     std::printf("FAIL %s\n", what.c_str());
   }
+}
+
+// Every build of the kernel this CPU runs (kBest is one of them).
+constexpr std::pair<rednet::CpuIsa, const char*> kIsas[] = {
+    {rednet::CpuIsa::kGeneric, "generic"}, {rednet::CpuIsa::kAvx2, "avx2"}, {rednet::CpuIsa::kAvx512, "avx512"}};
+
+// Runs items [0, count) as a thread pool would: ranges of one, then two, then three items ... (so a thread's staging
+// serves items of different bands and groups in turn).
+template <typename Fn>
+void RunInPieces(int64_t count, Fn fn) {
+  for (int64_t begin = 0, size = 1; begin < count; begin += size, ++size) fn(begin, std::min(count, begin + size));
 }
 
 void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std::mt19937& rng) {
@@ -54,8 +67,15 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
     Expect(excess <= 1, name + " " + what + ": error " + std::to_string(excess) + "x the fp32-accumulation bound");
   };
 
-  rednet::InvolutionCpuF32(x.data(), weight.data(), y.data(), a, s, 0, rednet::InvolutionCpuWorkItems(a, s));
-  check(WorstExcess([&](size_t i) { return y[i]; }, ref, taps, kFloat32, nullptr), "CPU fp32");
+  const int64_t items = rednet::InvolutionCpuWorkItems(a, s);
+  for (const auto& [isa, isa_name] : kIsas) {
+    if (!rednet::InvolutionCpuSupports(isa)) continue;
+    std::fill(y.begin(), y.end(), std::nanf(""));
+    RunInPieces(items, [&](int64_t begin, int64_t end) {
+      rednet::InvolutionCpuF32(x.data(), weight.data(), y.data(), a, s, begin, end, isa);
+    });
+    check(WorstExcess([&](size_t i) { return y[i]; }, ref, taps, kFloat32, nullptr), std::string("CPU fp32 ") + isa_name);
+  }
 
   // the CUDA kernel's body, one "thread" per output pixel of a group
   const rednet::InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
@@ -73,8 +93,15 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   for (size_t i = 0; i < x.size(); ++i) xr[i] = rednet::HalfToFloat(xh[i]);
   for (size_t i = 0; i < weight.size(); ++i) wr[i] = rednet::HalfToFloat(wh[i]);
   const auto ref16 = rednet::testing::EvaluateReference(xr, wr, a, s);  // the same rounded inputs
-  rednet::InvolutionCpuF16(xh.data(), wh.data(), yh.data(), a, s, 0, rednet::InvolutionCpuWorkItems(a, s));
-  check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh[i]); }, ref16, taps, kFloat32, &kFloat16), "CPU fp16");
+  for (const auto& [isa, isa_name] : kIsas) {
+    if (!rednet::InvolutionCpuSupports(isa)) continue;
+    std::fill(yh.begin(), yh.end(), uint16_t{0x7e00});  // NaN until written
+    RunInPieces(items, [&](int64_t begin, int64_t end) {
+      rednet::InvolutionCpuF16(xh.data(), wh.data(), yh.data(), a, s, begin, end, isa);
+    });
+    check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh[i]); }, ref16, taps, kFloat32, &kFloat16),
+          std::string("CPU fp16 ") + isa_name);
+  }
 
   std::vector<uint16_t> yh_cuda(y.size(), 0x7e00);  // NaN until written
   for (int64_t idx = 0; idx < p.total; ++idx)
