@@ -64,7 +64,11 @@ void PixelItems(const T* x, const T* weight, T* y, const InvolutionAttrs& a, con
 #pragma GCC target("arch=x86-64-v4")
 namespace avx512 {
 constexpr int64_t kLanes = 16;
+#define REDNET_CPU_AVX512 1
+#define REDNET_CPU_F16C 1
 #include "involution_cpu_isa.inc"
+#undef REDNET_CPU_AVX512
+#undef REDNET_CPU_F16C
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -72,14 +76,22 @@ constexpr int64_t kLanes = 16;
 #pragma GCC target("arch=x86-64-v3")
 namespace avx2 {
 constexpr int64_t kLanes = 8;
+#define REDNET_CPU_AVX512 0
+#define REDNET_CPU_F16C 1
 #include "involution_cpu_isa.inc"
+#undef REDNET_CPU_AVX512
+#undef REDNET_CPU_F16C
 }  // namespace avx2
 #pragma GCC pop_options
 #endif
 
 namespace generic {
 constexpr int64_t kLanes = 4;
+#define REDNET_CPU_AVX512 0
+#define REDNET_CPU_F16C 0
 #include "involution_cpu_isa.inc"
+#undef REDNET_CPU_AVX512
+#undef REDNET_CPU_F16C
 }  // namespace generic
 
 CpuIsa BestIsa() {
