@@ -63,7 +63,8 @@ def cmd_export(args) -> int:
     from export import ExportOptions, export
     options = ExportOptions(model=args.model, checkpoint=args.checkpoint, precision=args.precision,
                             dynamic=args.dynamic, opset=args.opset, with_function=not args.no_function,
-                            inline_function=args.inline_function, input_size=args.input_size)
+                            inline_function=args.inline_function, fuse_epilogue=not args.no_fuse_epilogue,
+                            input_size=args.input_size)
     export(options, args.out, progress=_log)
     return EXIT_OK
 
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", choices=["batch", "all"], default="batch", help="dynamic axes (default: batch)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset of the default domain, 18..23 (default 18)")
     p.add_argument("--no-function", action="store_true", help="omit the portable function body")
+    p.add_argument("--no-fuse-epilogue", action="store_true",
+                   help="keep the BatchNormalization and ReLU after each involution as separate nodes (by default "
+                        "they are folded into the Involution node's scale/shift/activation)")
     p.add_argument("--inline-function", action="store_true",
                    help="replace every Involution node by its function body (standard ops only), for runtimes "
                         "that ignore model-local functions such as OpenVINO; default out artifacts/<model>.inlined.onnx")

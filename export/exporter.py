@@ -41,6 +41,8 @@ class ExportOptions:
     # every Involution node replaced by its function body: pure standard ops, for runtimes that ignore
     # model-local functions (OpenVINO); far slower on ONNX Runtime than the node on our op library
     inline_function: bool = False
+    # the BatchNorm + ReLU after each involution folded into its node (scale, shift, activation)
+    fuse_epilogue: bool = True
     input_size: int | None = None  # tracing size; defaults to the model's preprocessing input size
 
     def validate(self) -> None:
@@ -118,6 +120,8 @@ def to_onnx(options: ExportOptions, progress: Callable[[str], None] = lambda msg
         step(f"building {options.model}" + (f" from {options.checkpoint}" if options.checkpoint else " (random weights)"))
         model = rednet.create_model(options.model, checkpoint=options.checkpoint)
     model = copy.deepcopy(model).eval()
+    if options.fuse_epilogue:
+        step(f"folded {rednet.fuse_involution_epilogues(model)} BatchNorm+ReLU epilogues into their involutions")
     dtype = PRECISIONS[options.precision]
     model = model.to(dtype)
     size = options.input_size or model.entry.preprocess["input_size"]

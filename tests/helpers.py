@@ -106,12 +106,29 @@ def _as_tensor(a) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
 
 
-def involution_error_bound(x, weight, attrs, output_dtype: torch.dtype, accumulation_dtype: torch.dtype):
-    """(fp64 oracle, elementwise bound on |computed − oracle|) for the op computed from exactly these inputs."""
+# The fused epilogue act(scale·acc + shift) rounds twice more (once with an FMA); with |scale·acc| + |shift| folded
+# into the magnitude it is bounded like two more terms of the sum, and ReLU never widens an error.
+EPILOGUE_TERMS = 2
+
+
+def epilogue_oracle(acc, magnitude, epilogue):
+    """(value, magnitude) after the contract's epilogue; ``epilogue`` = (scale, shift, activation) or None."""
+    if epilogue is None:
+        return acc, magnitude
+    scale, shift, activation = epilogue
+    scale, shift = (_as_tensor(t).double().view(1, -1, 1, 1) for t in (scale, shift))
+    value = acc * scale + shift
+    return (value.clamp_min(0) if activation == 1 else value), magnitude * scale.abs() + shift.abs()
+
+
+def involution_error_bound(x, weight, attrs, output_dtype: torch.dtype, accumulation_dtype: torch.dtype,
+                           epilogue=None):
+    """(fp64 oracle, elementwise bound on |computed − oracle|) for the op computed from exactly these inputs;
+    ``epilogue`` = (scale, shift, activation) for a fused node."""
     x, weight = _as_tensor(x), _as_tensor(weight)
-    taps = attrs[0] ** 2
-    ref = unfold_involution(x, weight, *attrs)
-    magnitude = unfold_involution(x.abs(), weight.abs(), *attrs)  # Σ|w|·|x| per output element
+    taps = attrs[0] ** 2 + (EPILOGUE_TERMS if epilogue is not None else 0)
+    ref, magnitude = epilogue_oracle(unfold_involution(x, weight, *attrs),
+                                     unfold_involution(x.abs(), weight.abs(), *attrs), epilogue)  # Σ|w|·|x|
     accumulation = gamma(taps, accumulation_dtype) * magnitude
     oracle = gamma(taps, torch.float64) * magnitude  # the fp64 oracle's own rounding
     bound = accumulation + oracle
@@ -120,12 +137,13 @@ def involution_error_bound(x, weight, attrs, output_dtype: torch.dtype, accumula
     return ref, bound
 
 
-def assert_within_rounding_bound(y, x, weight, attrs, accumulation_dtype: torch.dtype | None = None):
-    """``y`` (the op's output for exactly these x, weight) equals the fp64 oracle within the rounding bound of
-    accumulating in ``accumulation_dtype`` (the contract's choice for y's type by default)."""
+def assert_within_rounding_bound(y, x, weight, attrs, accumulation_dtype: torch.dtype | None = None, epilogue=None):
+    """``y`` (the op's output for exactly these x, weight and epilogue (scale, shift, activation)) equals the fp64
+    oracle within the rounding bound of accumulating in ``accumulation_dtype`` (the contract's choice for y's type
+    by default)."""
     y = _as_tensor(y)
     accumulation_dtype = accumulation_dtype or ACCUMULATION[y.dtype]
-    ref, bound = involution_error_bound(x, weight, attrs, y.dtype, accumulation_dtype)
+    ref, bound = involution_error_bound(x, weight, attrs, y.dtype, accumulation_dtype, epilogue)
     assert y.shape == ref.shape, (tuple(y.shape), tuple(ref.shape))
     error = (y.double() - ref).abs()
     outside = error > bound
@@ -142,6 +160,13 @@ def random_inputs(n, c, h, w, kernel_size, stride, padding, dilation, groups, dt
     x = torch.randn(n, c, h, w, generator=g).to(dtype)
     weight = torch.randn(n, groups * kernel_size ** 2, ho, wo, generator=g).to(dtype)
     return x, weight
+
+
+def random_epilogue(c, dtype=torch.float32, seed=0):
+    """A folded-BatchNorm-like (scale, shift): scales of both signs around 1, shifts around 0."""
+    g = torch.Generator().manual_seed(seed + 1)
+    scale = (1 + 0.5 * torch.randn(c, generator=g)) * torch.where(torch.rand(c, generator=g) < 0.2, -1.0, 1.0)
+    return scale.to(dtype), torch.randn(c, generator=g).to(dtype)
 
 
 def randomise(model, seed=0):

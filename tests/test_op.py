@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import assert_within_rounding_bound, random_inputs
+from helpers import assert_within_rounding_bound, random_epilogue, random_inputs
 from rednet.ops import involution, load_spec
 
 # K × stride × dilation, each with its own groups / size / batch so the sweep stays small but covers
@@ -145,6 +145,66 @@ def test_mixed_dtypes_rejected():
 
 def test_spec_names_the_torch_signature():
     spec = load_spec()
-    assert list(spec["attributes"]) == ["kernel_size", "stride", "padding", "dilation", "groups"]
+    assert list(spec["attributes"]) == ["kernel_size", "stride", "padding", "dilation", "groups", "activation"]
+    assert [i["name"] for i in spec["inputs"]] == ["x", "weight", "scale", "shift"]
     schema = torch.ops.rednet.involution.default._schema
-    assert [a.name for a in schema.arguments] == ["x", "weight", *spec["attributes"]]
+    # the sizes, then the epilogue's optional tensors and its attribute
+    assert [a.name for a in schema.arguments] == ["x", "weight", *list(spec["attributes"])[:5], "scale", "shift",
+                                                  "activation"]
+    assert schema.arguments[-1].default_value == spec["attributes"]["activation"]["default"]
+
+
+@pytest.mark.parametrize("activation", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
+@pytest.mark.parametrize("case", SWEEP[::3], ids=lambda c: "k{kernel_size}s{stride}d{dilation}g{groups}".format(**c))
+def test_fused_epilogue_matches_oracle(case, dtype, activation):
+    x, weight, attrs = _run(case, dtype)
+    scale, shift = random_epilogue(x.shape[1], dtype)
+    y = involution(x, weight, *attrs, scale, shift, activation)
+    assert_within_rounding_bound(y, x, weight, attrs, epilogue=(scale, shift, activation))
+    if activation:
+        assert (y >= 0).all() and (y == 0).any()
+
+
+def test_relu_alone_and_nan_passes():
+    x, weight = random_inputs(1, 16, 6, 6, 3, 1, 1, 1, 1)
+    x[0, 3, 2, 2] = float("nan")
+    y = involution(x, weight, 3, 1, 1, 1, 1, activation=1)
+    plain = involution(x, weight, 3, 1, 1, 1, 1)
+    assert y[0, 3].isnan().sum() == plain[0, 3].isnan().sum() > 0  # ReLU lets NaN through, like torch.relu
+    finite = ~plain.isnan()
+    assert torch.equal(y[finite], plain[finite].clamp_min(0))
+
+
+@pytest.mark.parametrize("activation", [0, 1])
+def test_gradcheck_fp64_with_epilogue(activation):
+    attrs = (3, 2, 1, 1, 2)
+    x, weight = random_inputs(2, 8, 7, 6, *attrs, dtype=torch.float64)
+    scale, shift = random_epilogue(8, torch.float64)
+    inputs = tuple(t.requires_grad_() for t in (x, weight, scale, shift))
+    assert torch.autograd.gradcheck(lambda a, b, s, t: involution(a, b, *attrs, s, t, activation), inputs)
+
+
+def test_opcheck_with_epilogue():
+    attrs = (3, 1, 1, 1, 2)
+    x, weight = random_inputs(2, 16, 7, 7, *attrs)
+    scale, shift = random_epilogue(16)
+    torch.library.opcheck(torch.ops.rednet.involution.default,
+                          (x.requires_grad_(), weight.requires_grad_(), *attrs, scale.requires_grad_(), shift, 1))
+
+
+@pytest.mark.parametrize("scale_shape, shift_shape, activation, needle", [
+    ((15,), (16,), 0, r"scale shape \(15,\)"),
+    ((16,), (16, 1), 0, r"shift shape \(16, 1\)"),
+    ((16,), (16,), 2, "activation=2 is not one of 0 \\(none\\), 1 \\(relu\\)"),
+])
+def test_bad_epilogue_names_the_value(scale_shape, shift_shape, activation, needle):
+    x, weight = random_inputs(1, 16, 5, 5, 3, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match=needle):
+        involution(x, weight, 3, 1, 1, 1, 1, torch.ones(scale_shape), torch.zeros(shift_shape), activation)
+
+
+def test_epilogue_dtype_must_match():
+    x, weight = random_inputs(1, 16, 5, 5, 3, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="scale dtype torch.float16"):
+        involution(x, weight, 3, 1, 1, 1, 1, torch.ones(16, dtype=torch.float16), torch.zeros(16), 0)

@@ -7,7 +7,16 @@
 #include <cstdint>
 #include <string>
 
+#if defined(__CUDACC__)
+#define REDNET_HD __host__ __device__ __forceinline__
+#else
+#define REDNET_HD inline
+#endif
+
 namespace rednet {
+
+// The activation attribute's values.
+enum : int64_t { kActivationNone = 0, kActivationRelu = 1 };
 
 struct InvolutionAttrs {
   int64_t kernel_size = 0;
@@ -15,14 +24,35 @@ struct InvolutionAttrs {
   int64_t padding = 0;
   int64_t dilation = 1;
   int64_t groups = 1;
+  int64_t activation = kActivationNone;
 };
+
+// Inputs in contract order: x, weight, scale, shift.
+inline constexpr int kNumInputs = 4;
+inline constexpr const char* kInputNames[kNumInputs] = {"x", "weight", "scale", "shift"};
+
+// The epilogue every kernel applies to the fp32 sum of channel c before storing it: the folded BatchNorm
+// (scale[c], shift[c]) then the activation. ReLU lets NaN through, like ONNX Relu and torch.relu.
+REDNET_HD float ApplyEpilogue(float acc, float scale, float shift, int64_t activation) {
+  const float v = acc * scale + shift;
+  return activation == kActivationRelu && v < 0.f ? 0.f : v;
+}
 
 // Everything a kernel needs to index x (N, C, H, W), weight (N, G*K*K, Ho, Wo) and y (N, C, Ho, Wo).
 struct InvolutionShape {
   int64_t n = 0, c = 0, h = 0, w = 0, out_h = 0, out_w = 0;
 };
 
-inline constexpr const char* kAttributeNames[] = {"kernel_size", "stride", "padding", "dilation", "groups"};
+inline constexpr size_t kNumAttributes = 6;
+inline constexpr const char* kAttributeNames[kNumAttributes] = {"kernel_size", "stride",  "padding",
+                                                                "dilation",    "groups", "activation"};
+// activation may be omitted (it then means none); the others are required.
+inline constexpr bool AttributeRequired(size_t i) { return i < 5; }
+
+inline int64_t& AttributeField(InvolutionAttrs& a, size_t i) {
+  int64_t* fields[kNumAttributes] = {&a.kernel_size, &a.stride, &a.padding, &a.dilation, &a.groups, &a.activation};
+  return *fields[i];
+}
 // The spec's attribute maxima (0: no maximum).
 inline constexpr int64_t kMaxKernelSize = 255, kMaxStride = 65535, kMaxPadding = 65535, kMaxDilation = 65535;
 
@@ -47,6 +77,8 @@ inline std::string CheckInvolutionAttrs(const InvolutionAttrs& a) {
   if (!(err = out_of_range("padding", a.padding, 0, kMaxPadding)).empty()) return err;
   if (!(err = out_of_range("dilation", a.dilation, 1, kMaxDilation)).empty()) return err;
   if (!(err = out_of_range("groups", a.groups, 1, 0)).empty()) return err;
+  if (a.activation != kActivationNone && a.activation != kActivationRelu)
+    return "involution: activation=" + std::to_string(a.activation) + " is not one of 0 (none), 1 (relu)";
   return {};
 }
 
@@ -56,9 +88,12 @@ inline std::string DimsToString(const int64_t* dims, size_t rank) {
   return s + (rank == 1 ? ",)" : ")");
 }
 
-// Validates x and weight shapes; on success fills `shape` and returns "".
-inline std::string CheckInvolutionShapes(const InvolutionAttrs& a, const int64_t* x_dims, size_t x_rank,
-                                         const int64_t* w_dims, size_t w_rank, InvolutionShape* shape) {
+// Validates the shapes of x, weight, scale and shift (the `dims`/`ranks` of the inputs in contract order); on
+// success fills `shape` and returns "".
+inline std::string CheckInvolutionShapes(const InvolutionAttrs& a, const int64_t* const dims[kNumInputs],
+                                         const size_t ranks[kNumInputs], InvolutionShape* shape) {
+  const int64_t *x_dims = dims[0], *w_dims = dims[1];
+  const size_t x_rank = ranks[0], w_rank = ranks[1];
   std::string err = CheckInvolutionAttrs(a);
   if (!err.empty()) return err;
   if (x_rank != 4)
@@ -83,6 +118,10 @@ inline std::string CheckInvolutionShapes(const InvolutionAttrs& a, const int64_t
       return "involution: weight shape " + DimsToString(w_dims, 4) +
              " does not match the contract (N, groups*K*K, Ho, Wo) = " + DimsToString(expected, 4) +
              " for x shape " + DimsToString(x_dims, 4);
+  for (int i = 2; i < kNumInputs; ++i)
+    if (ranks[i] != 1 || dims[i][0] != c)
+      return std::string("involution: ") + kInputNames[i] + " shape " + DimsToString(dims[i], ranks[i]) +
+             " does not match the contract (C,) = (" + std::to_string(c) + ",) for x shape " + DimsToString(x_dims, 4);
   *shape = InvolutionShape{n, c, h, w, ho, wo};
   return {};
 }

@@ -38,24 +38,24 @@ float* Scratch(int64_t floats) {
   return static_cast<float*>(std::align(64, floats * sizeof(float), p, space));
 }
 
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(uint16_t v) { return HalfToFloat(v); }
+inline void FromFloat(float* dst, float v) { *dst = v; }
+inline void FromFloat(uint16_t* dst, float v) { *dst = FloatToHalf(v); }
+
 // Items [begin, end) one output pixel at a time (the CUDA kernel's body): no scratch, taps outside the input
 // skipped, so memory and work follow the tensors whatever the attributes.
 template <typename T>
-void PixelItems(const T* x, const T* weight, T* y, const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin,
-                int64_t end) {
-  const InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
-                           s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation)};
+void PixelItems(const T* x, const T* weight, const T* scale, const T* shift, T* y, const InvolutionAttrs& a,
+                const InvolutionShape& s, int64_t begin, int64_t end) {
+  const InvolutionParams p = MakeInvolutionParams(a, s);
   const int64_t band_rows = InvolutionCpuBandRows(s), bands = (s.out_h + band_rows - 1) / band_rows;
-  auto load = [](const T* v) {
-    if constexpr (std::is_same_v<T, float>) return *v; else return HalfToFloat(*v);
-  };
-  auto store = [](T* dst, float v) {
-    if constexpr (std::is_same_v<T, float>) *dst = v; else *dst = FloatToHalf(v);
-  };
   for (int64_t item = begin; item < end; ++item) {
     const int64_t ng = item / bands, ho0 = item % bands * band_rows;
     for (int64_t ho = ho0; ho < std::min(ho0 + band_rows, s.out_h); ++ho)
-      for (int64_t wo = 0; wo < s.out_w; ++wo) InvolutionPixel(x, weight, y, p, (ng * s.out_h + ho) * s.out_w + wo, load, store);
+      for (int64_t wo = 0; wo < s.out_w; ++wo)
+        InvolutionPixel(x, weight, scale, shift, y, p, (ng * s.out_h + ho) * s.out_w + wo,
+                        [](const T* v) { return ToFloat(*v); }, [](T* dst, float v) { FromFloat(dst, v); });
   }
 }
 
@@ -106,8 +106,8 @@ CpuIsa BestIsa() {
 }
 
 template <typename T>
-void Involution(const T* x, const T* weight, T* y, const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin,
-                int64_t end, CpuIsa isa) {
+void Involution(const T* x, const T* weight, const T* scale, const T* shift, T* y, const InvolutionAttrs& a,
+                const InvolutionShape& s, int64_t begin, int64_t end, CpuIsa isa) {
   if (isa == CpuIsa::kBest) isa = BestIsa();
   // the data one item reads and writes: its input rows, weight rows and output rows
   const int64_t band_rows = InvolutionCpuBandRows(s), cg = s.c / a.groups;
@@ -118,16 +118,16 @@ void Involution(const T* x, const T* weight, T* y, const InvolutionAttrs& a, con
   switch (isa) {
 #if REDNET_CPU_X86_BUILDS
     case CpuIsa::kAvx512:
-      done = avx512::Run(x, weight, y, a, s, begin, end, max_floats);
+      done = avx512::Run(x, weight, scale, shift, y, a, s, begin, end, max_floats);
       break;
     case CpuIsa::kAvx2:
-      done = avx2::Run(x, weight, y, a, s, begin, end, max_floats);
+      done = avx2::Run(x, weight, scale, shift, y, a, s, begin, end, max_floats);
       break;
 #endif
     default:
-      done = generic::Run(x, weight, y, a, s, begin, end, max_floats);
+      done = generic::Run(x, weight, scale, shift, y, a, s, begin, end, max_floats);
   }
-  if (!done) PixelItems(x, weight, y, a, s, begin, end);
+  if (!done) PixelItems(x, weight, scale, shift, y, a, s, begin, end);
 }
 
 }  // namespace
@@ -145,14 +145,15 @@ bool InvolutionCpuSupports(CpuIsa isa) {
   return false;
 }
 
-void InvolutionCpuF32(const float* x, const float* weight, float* y, const InvolutionAttrs& a,
-                      const InvolutionShape& s, int64_t begin, int64_t end, CpuIsa isa) {
-  Involution(x, weight, y, a, s, begin, end, isa);
+void InvolutionCpuF32(const float* x, const float* weight, const float* scale, const float* shift, float* y,
+                      const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin, int64_t end, CpuIsa isa) {
+  Involution(x, weight, scale, shift, y, a, s, begin, end, isa);
 }
 
-void InvolutionCpuF16(const uint16_t* x, const uint16_t* weight, uint16_t* y, const InvolutionAttrs& a,
-                      const InvolutionShape& s, int64_t begin, int64_t end, CpuIsa isa) {
-  Involution(x, weight, y, a, s, begin, end, isa);
+void InvolutionCpuF16(const uint16_t* x, const uint16_t* weight, const uint16_t* scale, const uint16_t* shift,
+                      uint16_t* y, const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin, int64_t end,
+                      CpuIsa isa) {
+  Involution(x, weight, scale, shift, y, a, s, begin, end, isa);
 }
 
 }  // namespace rednet

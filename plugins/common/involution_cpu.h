@@ -25,11 +25,14 @@ inline int64_t InvolutionCpuWorkItems(const InvolutionAttrs& a, const Involution
 enum class CpuIsa { kBest, kGeneric, kAvx2, kAvx512 };
 bool InvolutionCpuSupports(CpuIsa isa);
 
-// Items [begin, end) of the contract's computation; fp32 accumulation for both types.
-// The fp16 variant takes raw IEEE binary16 bits. `isa` other than kBest (tests) must be supported.
-void InvolutionCpuF32(const float* x, const float* weight, float* y, const InvolutionAttrs& a,
-                      const InvolutionShape& s, int64_t begin, int64_t end, CpuIsa isa = CpuIsa::kBest);
-void InvolutionCpuF16(const uint16_t* x, const uint16_t* weight, uint16_t* y, const InvolutionAttrs& a,
-                      const InvolutionShape& s, int64_t begin, int64_t end, CpuIsa isa = CpuIsa::kBest);
+// Items [begin, end) of the contract's computation, epilogue included (scale/shift: C values each, never null);
+// fp32 accumulation for both types. The fp16 variant takes raw IEEE binary16 bits. `isa` other than kBest (tests)
+// must be supported.
+void InvolutionCpuF32(const float* x, const float* weight, const float* scale, const float* shift, float* y,
+                      const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin, int64_t end,
+                      CpuIsa isa = CpuIsa::kBest);
+void InvolutionCpuF16(const uint16_t* x, const uint16_t* weight, const uint16_t* scale, const uint16_t* shift,
+                      uint16_t* y, const InvolutionAttrs& a, const InvolutionShape& s, int64_t begin, int64_t end,
+                      CpuIsa isa = CpuIsa::kBest);
 
 }  // namespace rednet

@@ -12,9 +12,9 @@ namespace rednet {
 
 enum class ElementType { kFloat32, kFloat16 };
 
-// x (N, C, H, W), weight (N, G*K*K, Ho, Wo), y (N, C, Ho, Wo), all linear NCHW on the device, same type.
-// `shape` must come from CheckInvolutionShapes. Returns "" or the launch error.
-std::string LaunchInvolution(ElementType type, const void* x, const void* weight, void* y, const InvolutionAttrs& attrs,
-                             const InvolutionShape& shape, cudaStream_t stream);
+// x (N, C, H, W), weight (N, G*K*K, Ho, Wo), scale and shift (C), y (N, C, Ho, Wo), all linear NCHW on the device,
+// same type. `shape` must come from CheckInvolutionShapes. Returns "" or the launch error.
+std::string LaunchInvolution(ElementType type, const void* x, const void* weight, const void* scale, const void* shift,
+                             void* y, const InvolutionAttrs& attrs, const InvolutionShape& shape, cudaStream_t stream);
 
 }  // namespace rednet

@@ -4,11 +4,8 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define REDNET_HD __host__ __device__ __forceinline__
-#else
-#define REDNET_HD inline
-#endif
+#include "involution_contract.h"
+
 #if defined(__CUDA_ARCH__)  // the device pass only: host compilers do not know the pragma
 #define REDNET_UNROLL _Pragma("unroll")
 #else
@@ -23,14 +20,21 @@ struct InvolutionParams {
   int64_t total;  // N * G * Ho * Wo output pixels
   int64_t c, h, w, out_h, out_w, groups, group_channels;
   int kernel_size, stride, padding, dilation;
+  int activation;
 };
+
+inline InvolutionParams MakeInvolutionParams(const InvolutionAttrs& a, const InvolutionShape& s) {
+  return InvolutionParams{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
+                          s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation),
+                          int(a.activation)};
+}
 
 // Output pixel `idx` (n, g, ho, wo) for every channel of group g. Each kernel tap's weight is read once and
 // applied to a block of the group's channels held in registers. `load(ptr)` reads one element as float,
 // `store(ptr, v)` writes one.
 template <typename T, typename Load, typename Store>
-REDNET_HD void InvolutionPixel(const T* x, const T* weight, T* y, const InvolutionParams& p, int64_t idx, Load load,
-                               Store store) {
+REDNET_HD void InvolutionPixel(const T* x, const T* weight, const T* scale, const T* shift, T* y,
+                               const InvolutionParams& p, int64_t idx, Load load, Store store) {
   const int64_t hw_in = p.h * p.w, hw_out = p.out_h * p.out_w;
   const int taps = p.kernel_size * p.kernel_size;
   const int64_t wo = idx % p.out_w;
@@ -64,7 +68,10 @@ REDNET_HD void InvolutionPixel(const T* x, const T* weight, T* y, const Involuti
     T* y_pixel = y + ((n * p.c + c_first + c0) * p.out_h + ho) * p.out_w + wo;
     REDNET_UNROLL
     for (int j = 0; j < kChannelBlock; ++j)
-      if (j < block) store(y_pixel + j * hw_out, acc[j]);
+      if (j < block) {
+        const int64_t c = c_first + c0 + j;
+        store(y_pixel + j * hw_out, ApplyEpilogue(acc[j], load(scale + c), load(shift + c), p.activation));
+      }
   }
 }
 

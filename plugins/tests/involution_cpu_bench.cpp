@@ -83,14 +83,15 @@ struct Timing {
 
 template <typename T>
 Timing Measure(SpinPool& pool, const rednet::InvolutionAttrs& a, const rednet::InvolutionShape& s,
-                          const std::vector<T>& x, const std::vector<T>& w, std::vector<T>& y, int rounds) {
+                          const std::vector<T>& x, const std::vector<T>& w, const std::vector<T>& scale,
+                          const std::vector<T>& shift, std::vector<T>& y, int rounds) {
   const int64_t items = rednet::InvolutionCpuWorkItems(a, s);
   auto call = [&] {
     pool.Run(items, [&](int64_t i) {
       if constexpr (std::is_same_v<T, float>) {
-        rednet::InvolutionCpuF32(x.data(), w.data(), y.data(), a, s, i, i + 1);
+        rednet::InvolutionCpuF32(x.data(), w.data(), scale.data(), shift.data(), y.data(), a, s, i, i + 1);
       } else {
-        rednet::InvolutionCpuF16(x.data(), w.data(), y.data(), a, s, i, i + 1);
+        rednet::InvolutionCpuF16(x.data(), w.data(), scale.data(), shift.data(), y.data(), a, s, i, i + 1);
       }
     });
   };
@@ -125,21 +126,29 @@ int main(int argc, char** argv) {
   std::mt19937 rng(0);
   std::normal_distribution<float> dist;
   for (const BenchShape& b : kRedNet50Shapes) {
-    const rednet::InvolutionAttrs a{b.kernel_size, b.stride, (b.kernel_size - 1) / 2, 1, b.c / 16};
+    // as exported: the following BatchNorm folded into scale/shift, then ReLU
+    const rednet::InvolutionAttrs a{b.kernel_size, b.stride, (b.kernel_size - 1) / 2, 1, b.c / 16,
+                                    rednet::kActivationRelu};
     const int64_t ho = rednet::InvolutionOutputSize(b.h, a), wo = rednet::InvolutionOutputSize(b.w, a);
     const rednet::InvolutionShape s{batch, b.c, b.h, b.w, ho, wo};
     std::vector<float> x(batch * b.c * b.h * b.w), w(batch * a.groups * b.kernel_size * b.kernel_size * ho * wo);
     for (auto& v : x) v = dist(rng);
     for (auto& v : w) v = dist(rng);
+    std::vector<float> scale(b.c), shift(b.c);
+    for (auto& v : scale) v = 1.0f + 0.1f * dist(rng);
+    for (auto& v : shift) v = dist(rng);
     Timing t;
     if (half) {
-      std::vector<uint16_t> xh(x.size()), wh(w.size()), yh(batch * b.c * ho * wo);
-      std::transform(x.begin(), x.end(), xh.begin(), rednet::FloatToHalf);
-      std::transform(w.begin(), w.end(), wh.begin(), rednet::FloatToHalf);
-      t = Measure(pool, a, s, xh, wh, yh, rounds);
+      auto to_half = [](const std::vector<float>& v) {
+        std::vector<uint16_t> h(v.size());
+        std::transform(v.begin(), v.end(), h.begin(), rednet::FloatToHalf);
+        return h;
+      };
+      std::vector<uint16_t> yh(batch * b.c * ho * wo);
+      t = Measure(pool, a, s, to_half(x), to_half(w), to_half(scale), to_half(shift), yh, rounds);
     } else {
       std::vector<float> y(batch * b.c * ho * wo);
-      t = Measure(pool, a, s, x, w, y, rounds);
+      t = Measure(pool, a, s, x, w, scale, shift, y, rounds);
     }
     const double macs = double(batch) * b.c * ho * wo * b.kernel_size * b.kernel_size;
     std::printf("{\"x\": [%lld, %lld, %lld, %lld], \"kernel_size\": %lld, \"stride\": %lld, \"dtype\": \"%s\", "

@@ -30,6 +30,14 @@ void Expect(bool ok, const std::string& what) {
   }
 }
 
+std::string CheckShapes(const InvolutionAttrs& a, const int64_t* x, size_t x_rank, const int64_t* w, size_t w_rank,
+                        InvolutionShape* s) {
+  const int64_t c[1] = {x_rank > 1 ? x[1] : 0};
+  const int64_t* dims[rednet::kNumInputs] = {x, w, c, c};
+  const size_t ranks[rednet::kNumInputs] = {x_rank, w_rank, 1, 1};
+  return rednet::CheckInvolutionShapes(a, dims, ranks, s);
+}
+
 // Every build of the kernel this CPU runs (kBest is one of them).
 constexpr std::pair<rednet::CpuIsa, const char*> kIsas[] = {
     {rednet::CpuIsa::kGeneric, "generic"}, {rednet::CpuIsa::kAvx2, "avx2"}, {rednet::CpuIsa::kAvx512, "avx512"}};
@@ -41,27 +49,38 @@ void RunInPieces(int64_t count, Fn fn) {
   for (int64_t begin = 0, size = 1; begin < count; begin += size, ++size) fn(begin, std::min(count, begin + size));
 }
 
+// Alternate cases fuse a BatchNorm-like epilogue (scale around 1 of both signs, a shift, ReLU), the others run
+// with the identity epilogue (ones, zeros, no activation).
 void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std::mt19937& rng) {
+  static int case_index = 0;
+  const bool fused = case_index++ % 2 == 1;
+  a.activation = fused ? rednet::kActivationRelu : rednet::kActivationNone;
   const int64_t x_dims[4] = {n, c, h, w};
   const int64_t ho = rednet::InvolutionOutputSize(h, a), wo = rednet::InvolutionOutputSize(w, a);
   const int64_t w_dims[4] = {n, a.groups * a.kernel_size * a.kernel_size, ho, wo};
   InvolutionShape s;
-  const std::string err = rednet::CheckInvolutionShapes(a, x_dims, 4, w_dims, 4, &s);
+  const std::string err = CheckShapes(a, x_dims, 4, w_dims, 4, &s);
   const std::string name = "K" + std::to_string(a.kernel_size) + " s" + std::to_string(a.stride) + " p" +
                            std::to_string(a.padding) + " d" + std::to_string(a.dilation) + " g" +
-                           std::to_string(a.groups) + " x" + rednet::DimsToString(x_dims, 4);
+                           std::to_string(a.groups) + " act" + std::to_string(a.activation) + " x" +
+                           rednet::DimsToString(x_dims, 4);
   Expect(err.empty(), name + ": contract rejected a valid case: " + err);
   if (!err.empty()) return;
   std::normal_distribution<float> dist;
   // exact vectors (no slack) so any out-of-bounds access is caught by the sanitizers
   std::vector<float> x(n * c * h * w), weight(w_dims[0] * w_dims[1] * ho * wo), y(n * c * ho * wo);
+  std::vector<float> scale(c, 1.0f), shift(c, 0.0f);
   for (auto& v : x) v = dist(rng);
   for (auto& v : weight) v = dist(rng);
+  if (fused) {
+    for (auto& v : scale) v = 1.0f + 0.5f * dist(rng);
+    for (auto& v : shift) v = dist(rng);
+  }
   using rednet::testing::kFloat16;
   using rednet::testing::kFloat32;
   using rednet::testing::WorstExcess;
-  const int64_t taps = a.kernel_size * a.kernel_size;
-  const auto ref = rednet::testing::EvaluateReference(x, weight, a, s);
+  const int64_t terms = a.kernel_size * a.kernel_size + rednet::testing::kEpilogueTerms;
+  const auto ref = rednet::testing::EvaluateReference(x, weight, scale, shift, a, s);
   // each check: the largest error as a multiple of the rounding bound of fp32 accumulation (reference.h)
   auto check = [&](double excess, const std::string& what) {
     Expect(excess <= 1, name + " " + what + ": error " + std::to_string(excess) + "x the fp32-accumulation bound");
@@ -72,49 +91,55 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
     if (!rednet::InvolutionCpuSupports(isa)) continue;
     std::fill(y.begin(), y.end(), std::nanf(""));
     RunInPieces(items, [&](int64_t begin, int64_t end) {
-      rednet::InvolutionCpuF32(x.data(), weight.data(), y.data(), a, s, begin, end, isa);
+      rednet::InvolutionCpuF32(x.data(), weight.data(), scale.data(), shift.data(), y.data(), a, s, begin, end, isa);
     });
-    check(WorstExcess([&](size_t i) { return y[i]; }, ref, taps, kFloat32, nullptr), std::string("CPU fp32 ") + isa_name);
+    check(WorstExcess([&](size_t i) { return y[i]; }, ref, terms, kFloat32, nullptr), std::string("CPU fp32 ") + isa_name);
   }
 
   // the CUDA kernel's body, one "thread" per output pixel of a group
-  const rednet::InvolutionParams p{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
-                                   s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation)};
+  const rednet::InvolutionParams p = rednet::MakeInvolutionParams(a, s);
   std::vector<float> y_cuda(y.size(), std::nanf(""));
   for (int64_t idx = 0; idx < p.total; ++idx)
-    rednet::InvolutionPixel(x.data(), weight.data(), y_cuda.data(), p, idx, [](const float* v) { return *v; },
-                            [](float* dst, float v) { *dst = v; });
-  check(WorstExcess([&](size_t i) { return y_cuda[i]; }, ref, taps, kFloat32, nullptr), "CUDA kernel body (host) fp32");
+    rednet::InvolutionPixel(x.data(), weight.data(), scale.data(), shift.data(), y_cuda.data(), p, idx,
+                            [](const float* v) { return *v; }, [](float* dst, float v) { *dst = v; });
+  check(WorstExcess([&](size_t i) { return y_cuda[i]; }, ref, terms, kFloat32, nullptr), "CUDA kernel body (host) fp32");
 
-  std::vector<uint16_t> xh(x.size()), wh(weight.size()), yh(y.size());
-  for (size_t i = 0; i < x.size(); ++i) xh[i] = rednet::FloatToHalf(x[i]);
-  for (size_t i = 0; i < weight.size(); ++i) wh[i] = rednet::FloatToHalf(weight[i]);
-  std::vector<float> xr(x.size()), wr(weight.size());
-  for (size_t i = 0; i < x.size(); ++i) xr[i] = rednet::HalfToFloat(xh[i]);
-  for (size_t i = 0; i < weight.size(); ++i) wr[i] = rednet::HalfToFloat(wh[i]);
-  const auto ref16 = rednet::testing::EvaluateReference(xr, wr, a, s);  // the same rounded inputs
+  const auto to_half = [](const std::vector<float>& v) {
+    std::vector<uint16_t> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = rednet::FloatToHalf(v[i]);
+    return h;
+  };
+  const auto to_float = [](const std::vector<uint16_t>& h) {
+    std::vector<float> v(h.size());
+    for (size_t i = 0; i < h.size(); ++i) v[i] = rednet::HalfToFloat(h[i]);
+    return v;
+  };
+  const std::vector<uint16_t> xh = to_half(x), wh = to_half(weight), sch = to_half(scale), shh = to_half(shift);
+  std::vector<uint16_t> yh(y.size());
+  // the same rounded inputs
+  const auto ref16 = rednet::testing::EvaluateReference(to_float(xh), to_float(wh), to_float(sch), to_float(shh), a, s);
   for (const auto& [isa, isa_name] : kIsas) {
     if (!rednet::InvolutionCpuSupports(isa)) continue;
     std::fill(yh.begin(), yh.end(), uint16_t{0x7e00});  // NaN until written
     RunInPieces(items, [&](int64_t begin, int64_t end) {
-      rednet::InvolutionCpuF16(xh.data(), wh.data(), yh.data(), a, s, begin, end, isa);
+      rednet::InvolutionCpuF16(xh.data(), wh.data(), sch.data(), shh.data(), yh.data(), a, s, begin, end, isa);
     });
-    check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh[i]); }, ref16, taps, kFloat32, &kFloat16),
+    check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh[i]); }, ref16, terms, kFloat32, &kFloat16),
           std::string("CPU fp16 ") + isa_name);
   }
 
   std::vector<uint16_t> yh_cuda(y.size(), 0x7e00);  // NaN until written
   for (int64_t idx = 0; idx < p.total; ++idx)
-    rednet::InvolutionPixel(xh.data(), wh.data(), yh_cuda.data(), p, idx,
+    rednet::InvolutionPixel(xh.data(), wh.data(), sch.data(), shh.data(), yh_cuda.data(), p, idx,
                             [](const uint16_t* v) { return rednet::HalfToFloat(*v); },
                             [](uint16_t* dst, float v) { *dst = rednet::FloatToHalf(v); });
-  check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh_cuda[i]); }, ref16, taps, kFloat32, &kFloat16),
+  check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh_cuda[i]); }, ref16, terms, kFloat32, &kFloat16),
         "CUDA kernel body (host) fp16");
 }
 
 void ExpectRejected(const int64_t* x, size_t xr, const int64_t* w, size_t wr, InvolutionAttrs a, const std::string& needle) {
   InvolutionShape s;
-  const std::string err = rednet::CheckInvolutionShapes(a, x, xr, w, wr, &s);
+  const std::string err = CheckShapes(a, x, xr, w, wr, &s);
   Expect(err.find(needle) != std::string::npos, "rejection should mention '" + needle + "', got '" + err + "'");
 }
 
@@ -167,8 +192,22 @@ int main() {
   ExpectRejected(x_small, 4, w_small, 4, {7, 1, 0, 1, 2}, "too small");
   const int64_t x_neg[4] = {1, 32, -3, 9};
   ExpectRejected(x_neg, 4, w_ok, 4, {3, 1, 1, 1, 2}, "negative");
+  ExpectRejected(x_ok, 4, w_ok, 4, {3, 1, 1, 1, 2, 2}, "activation=2");
+  {
+    InvolutionShape s;
+    const int64_t c31[1] = {31}, c32[1] = {32}, c32x2[2] = {32, 1};
+    const int64_t* dims[rednet::kNumInputs] = {x_ok, w_ok, c31, c32};
+    const size_t ranks[rednet::kNumInputs] = {4, 4, 1, 1};
+    std::string err = rednet::CheckInvolutionShapes({3, 1, 1, 1, 2}, dims, ranks, &s);
+    Expect(err.find("scale shape (31,)") != std::string::npos, "scale (31,) should be rejected, got '" + err + "'");
+    dims[2] = c32;
+    dims[3] = c32x2;
+    const size_t ranks2[rednet::kNumInputs] = {4, 4, 1, 2};
+    err = rednet::CheckInvolutionShapes({3, 1, 1, 1, 2}, dims, ranks2, &s);
+    Expect(err.find("shift shape (32, 1)") != std::string::npos, "shift (32, 1) should be rejected, got '" + err + "'");
+  }
 
-  std::printf("involution_cpu_sweep: %d cases (CPU kernel and CUDA kernel body, fp32/fp16) + 12 rejections, %d failures\n",
+  std::printf("involution_cpu_sweep: %d cases (CPU kernel and CUDA kernel body, fp32/fp16) + 15 rejections, %d failures\n",
               cases, failures);
   return failures == 0 ? 0 : 1;
 }

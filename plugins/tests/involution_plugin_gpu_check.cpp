@@ -98,62 +98,71 @@ int main(int argc, char** argv) {
   std::printf("{\"cases\": [\n");
   bool first = true;
   for (const Case& cs : cases) {
-    const rednet::InvolutionAttrs& a = cs.attrs;
+    rednet::InvolutionAttrs a = cs.attrs;
+    a.activation = &cs - cases < 3 ? rednet::kActivationNone : rednet::kActivationRelu;  // both epilogues
     const int64_t ho = rednet::InvolutionOutputSize(cs.h, a), wo = rednet::InvolutionOutputSize(cs.w, a);
     const int64_t x_dims[4] = {cs.n, cs.c, cs.h, cs.w}, w_dims[4] = {cs.n, a.groups * a.kernel_size * a.kernel_size, ho, wo};
+    const int64_t c_dims[1] = {cs.c}, y_dims[4] = {cs.n, cs.c, ho, wo};
+    // x, weight, scale, shift, y
+    const int64_t* dims[5] = {x_dims, w_dims, c_dims, c_dims, y_dims};
+    const int ranks[5] = {4, 4, 1, 1, 4};
     rednet::InvolutionShape shape;
-    rednet::CheckInvolutionShapes(a, x_dims, 4, w_dims, 4, &shape);
-    std::vector<float> x(cs.n * cs.c * cs.h * cs.w), w(w_dims[0] * w_dims[1] * ho * wo);
+    const size_t input_ranks[4] = {4, 4, 1, 1};
+    rednet::CheckInvolutionShapes(a, dims, input_ranks, &shape);
+    std::vector<float> x(cs.n * cs.c * cs.h * cs.w), w(w_dims[0] * w_dims[1] * ho * wo), sc(cs.c), sh(cs.c);
     for (auto& v : x) v = dist(rng);
     for (auto& v : w) v = dist(rng) * 0.3f;
+    for (auto& v : sc) v = 1.0f + 0.3f * dist(rng);
+    for (auto& v : sh) v = 0.5f * dist(rng);
     for (int fp16 = 0; fp16 < 2; ++fp16) {
-      int32_t values[5] = {int32_t(a.kernel_size), int32_t(a.stride), int32_t(a.padding), int32_t(a.dilation), int32_t(a.groups)};
+      int32_t values[rednet::kNumAttributes];
       std::vector<PluginField> fields;
-      for (int i = 0; i < 5; ++i) fields.emplace_back(rednet::kAttributeNames[i], &values[i], PluginFieldType::kINT32, 1);
-      PluginFieldCollection fc{5, fields.data()};
+      for (size_t i = 0; i < rednet::kNumAttributes; ++i) {
+        values[i] = int32_t(rednet::AttributeField(a, i));
+        fields.emplace_back(rednet::kAttributeNames[i], &values[i], PluginFieldType::kINT32, 1);
+      }
+      PluginFieldCollection fc{int32_t(fields.size()), fields.data()};
       IPluginV3* plugin = creator->createPlugin("involution", &fc, TensorRTPhase::kRUNTIME);
       auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
       auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
       const DataType type = fp16 ? DataType::kHALF : DataType::kFLOAT;
-      DynamicPluginTensorDesc dyn[3]{};
-      PluginTensorDesc desc[3]{};
-      const int64_t* dims[3] = {x_dims, w_dims, nullptr};
-      const int64_t y_dims[4] = {cs.n, cs.c, ho, wo};
-      dims[2] = y_dims;
-      for (int i = 0; i < 3; ++i) {
+      DynamicPluginTensorDesc dyn[5]{};
+      PluginTensorDesc desc[5]{};
+      for (int i = 0; i < 5; ++i) {
         desc[i].type = type;
         desc[i].format = TensorFormat::kLINEAR;
-        desc[i].dims.nbDims = 4;
-        for (int d = 0; d < 4; ++d) desc[i].dims.d[d] = dims[i][d];
+        desc[i].dims.nbDims = ranks[i];
+        for (int d = 0; d < ranks[i]; ++d) desc[i].dims.d[d] = dims[i][d];
         dyn[i].desc = desc[i];
         dyn[i].min = dyn[i].max = dyn[i].opt = desc[i].dims;
       }
-      DataType in_types[2] = {type, type}, out_type{};
-      bool ok = build->configurePlugin(dyn, 2, dyn + 2, 1) == 0 && build->getOutputDataTypes(&out_type, 1, in_types, 2) == 0 &&
-                out_type == type && build->supportsFormatCombination(0, dyn, 2, 1) &&
-                runtime->onShapeChange(desc, 2, desc + 2, 1) == 0;
+      DataType in_types[4] = {type, type, type, type}, out_type{};
+      bool ok = build->configurePlugin(dyn, 4, dyn + 4, 1) == 0 && build->getOutputDataTypes(&out_type, 1, in_types, 4) == 0 &&
+                out_type == type && runtime->onShapeChange(desc, 4, desc + 4, 1) == 0;
+      for (int pos = 0; pos < 5; ++pos) ok = ok && build->supportsFormatCombination(pos, dyn, 4, 1);
       const size_t elem = fp16 ? 2 : 4;
-      void *dx, *dw, *dy;
-      CUDA_OK(cudaMalloc(&dx, x.size() * elem));
-      CUDA_OK(cudaMalloc(&dw, w.size() * elem));
-      CUDA_OK(cudaMalloc(&dy, cs.n * cs.c * ho * wo * elem));
-      std::vector<float> xr(x), wr(w);  // the values the device sees
-      if (fp16) {
-        auto xh = Convert<__half>(x), wh = Convert<__half>(w);
-        for (size_t i = 0; i < x.size(); ++i) xr[i] = __half2float(xh[i]);
-        for (size_t i = 0; i < w.size(); ++i) wr[i] = __half2float(wh[i]);
-        CUDA_OK(cudaMemcpy(dx, xh.data(), x.size() * elem, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(dw, wh.data(), w.size() * elem, cudaMemcpyHostToDevice));
-      } else {
-        CUDA_OK(cudaMemcpy(dx, x.data(), x.size() * elem, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(dw, w.data(), w.size() * elem, cudaMemcpyHostToDevice));
+      const std::vector<float>* host[4] = {&x, &w, &sc, &sh};
+      std::vector<float> rounded[4];  // the values the device sees
+      void* device[4];
+      for (int i = 0; i < 4; ++i) {
+        rounded[i] = *host[i];
+        CUDA_OK(cudaMalloc(&device[i], rounded[i].size() * elem));
+        if (fp16) {
+          auto half = Convert<__half>(rounded[i]);
+          for (size_t k = 0; k < half.size(); ++k) rounded[i][k] = __half2float(half[k]);
+          CUDA_OK(cudaMemcpy(device[i], half.data(), half.size() * elem, cudaMemcpyHostToDevice));
+        } else {
+          CUDA_OK(cudaMemcpy(device[i], rounded[i].data(), rounded[i].size() * elem, cudaMemcpyHostToDevice));
+        }
       }
-      const void* inputs[2] = {dx, dw};
+      void* dy;
+      CUDA_OK(cudaMalloc(&dy, cs.n * cs.c * ho * wo * elem));
+      const void* inputs[4] = {device[0], device[1], device[2], device[3]};
       void* outputs[1] = {dy};
-      ok = ok && runtime->enqueue(desc, desc + 2, inputs, outputs, nullptr, stream) == 0;
+      ok = ok && runtime->enqueue(desc, desc + 4, inputs, outputs, nullptr, stream) == 0;
       CUDA_OK(cudaStreamSynchronize(stream));
-      const auto ref = rednet::testing::ReferenceInvolution(xr, wr, a, shape);
-      double max_abs = 0, scale = 1e-30;
+      const auto ref = rednet::testing::ReferenceInvolution(rounded[0], rounded[1], rounded[2], rounded[3], a, shape);
+      double max_abs = 0, magnitude = 1e-30;
       std::vector<float> y(ref.size());
       if (fp16) {
         std::vector<__half> yh(ref.size());
@@ -164,21 +173,20 @@ int main(int argc, char** argv) {
       }
       for (size_t i = 0; i < y.size(); ++i) {
         max_abs = std::max(max_abs, std::abs(y[i] - ref[i]));
-        scale = std::max(scale, std::abs(ref[i]));
+        magnitude = std::max(magnitude, std::abs(ref[i]));
       }
-      const double max_rel = max_abs / scale;
+      const double max_rel = max_abs / magnitude;
       const bool pass = ok && (fp16 ? max_abs <= 1e-2 : max_rel <= 1e-5);
       failures += !pass;
       std::printf("%s  {\"x\": [%lld, %lld, %lld, %lld], \"kernel_size\": %lld, \"stride\": %lld, \"padding\": %lld, "
-                  "\"dilation\": %lld, \"groups\": %lld, \"precision\": \"%s\", \"interfaces_ok\": %s, "
+                  "\"dilation\": %lld, \"groups\": %lld, \"activation\": %lld, \"precision\": \"%s\", \"interfaces_ok\": %s, "
                   "\"max_abs\": %.3e, \"max_rel\": %.3e, \"passed\": %s}",
                   first ? "" : ",\n", (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w,
                   (long long)a.kernel_size, (long long)a.stride, (long long)a.padding, (long long)a.dilation,
-                  (long long)a.groups, fp16 ? "fp16" : "fp32", ok ? "true" : "false", max_abs, max_rel,
+                  (long long)a.groups, (long long)a.activation, fp16 ? "fp16" : "fp32", ok ? "true" : "false", max_abs, max_rel,
                   pass ? "true" : "false");
       first = false;
-      cudaFree(dx);
-      cudaFree(dw);
+      for (void* d : device) cudaFree(d);
       cudaFree(dy);
       delete plugin;
     }

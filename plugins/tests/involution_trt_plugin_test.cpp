@@ -134,7 +134,7 @@ std::unique_ptr<InvolutionPlugin> Create(InvolutionPluginCreator& creator, const
 
 bool SameAttrs(const InvolutionAttrs& a, const InvolutionAttrs& b) {
   return a.kernel_size == b.kernel_size && a.stride == b.stride && a.padding == b.padding && a.dilation == b.dilation &&
-         a.groups == b.groups;
+         a.groups == b.groups && a.activation == b.activation;
 }
 
 PluginTensorDesc Desc(std::vector<int64_t> dims, DataType type, TensorFormat format = TensorFormat::kLINEAR) {
@@ -154,33 +154,34 @@ void ExpectRejected(InvolutionPluginCreator& creator, const PluginFieldCollectio
          "rejection reason should mention '" + needle + "', logged '" + g_finder.logger.last_error + "'");
 }
 
-// Every attribute lands in its own slot: for attribute sets with each value off its default and all five distinct
-// (one read into another's place changes the plugin), through every integer field type the parser takes, in the
-// exporter's order and reversed, with the ONNX routing attributes among them. The plugin made from the fields
-// serialises the same values under the same names, and its output shape follows the contract's shape rule,
-// written out here rather than taken from involution_contract.h.
+// Every attribute lands in its own slot: for attribute sets with each value off its default and the five size
+// attributes distinct (one read into another's place changes the plugin), activation 0 and 1, through every integer
+// field type the parser takes, in the exporter's order and reversed, with the ONNX routing attributes among them.
+// The plugin made from the fields serialises the same values under the same names, and its output shape follows
+// the contract's shape rule, written out here rather than taken from involution_contract.h.
 void CheckEveryAttributeParsed(InvolutionPluginCreator& creator) {
-  const char* names[] = {"kernel_size", "stride", "padding", "dilation", "groups"};
+  constexpr int kCount = 6;
+  const char* names[kCount] = {"kernel_size", "stride", "padding", "dilation", "groups", "activation"};
   const char version[] = "1", name_space[] = "";
-  for (const InvolutionAttrs& a : {InvolutionAttrs{3, 2, 4, 5, 6}, InvolutionAttrs{5, 3, 0, 2, 4},
-                                   InvolutionAttrs{7, 1, 2, 3, 5}, InvolutionAttrs{9, 4, 6, 1, 3}}) {
-    const int64_t values[5] = {a.kernel_size, a.stride, a.padding, a.dilation, a.groups};
+  for (const InvolutionAttrs& a : {InvolutionAttrs{3, 2, 4, 5, 6, 1}, InvolutionAttrs{5, 3, 0, 2, 4, 0},
+                                   InvolutionAttrs{7, 1, 2, 3, 5, 1}, InvolutionAttrs{9, 4, 6, 1, 3, 0}}) {
+    const int64_t values[kCount] = {a.kernel_size, a.stride, a.padding, a.dilation, a.groups, a.activation};
     const std::string label = "K" + std::to_string(a.kernel_size) + " s" + std::to_string(a.stride) + " p" +
                               std::to_string(a.padding) + " d" + std::to_string(a.dilation) + " g" +
-                              std::to_string(a.groups);
-    int8_t v8[5];
-    int16_t v16[5];
-    int32_t v32[5];
-    int64_t v64[5];
-    for (int i = 0; i < 5; ++i) v8[i] = int8_t(values[i]), v16[i] = int16_t(values[i]), v32[i] = int32_t(values[i]), v64[i] = values[i];
+                              std::to_string(a.groups) + " act" + std::to_string(a.activation);
+    int8_t v8[kCount];
+    int16_t v16[kCount];
+    int32_t v32[kCount];
+    int64_t v64[kCount];
+    for (int i = 0; i < kCount; ++i) v8[i] = int8_t(values[i]), v16[i] = int16_t(values[i]), v32[i] = int32_t(values[i]), v64[i] = values[i];
     const std::pair<PluginFieldType, const void*> storages[] = {{PluginFieldType::kINT8, v8}, {PluginFieldType::kINT16, v16},
                                                                  {PluginFieldType::kINT32, v32}, {PluginFieldType::kINT64, v64}};
     for (const auto& [type, data] : storages)
       for (bool reversed : {false, true}) {
         const size_t width = type == PluginFieldType::kINT8 ? 1 : type == PluginFieldType::kINT16 ? 2 : type == PluginFieldType::kINT32 ? 4 : 8;
         std::vector<PluginField> fields;
-        for (int j = 0; j < 5; ++j) {
-          const int i = reversed ? 4 - j : j;
+        for (int j = 0; j < kCount; ++j) {
+          const int i = reversed ? kCount - 1 - j : j;
           fields.emplace_back(names[i], static_cast<const char*>(data) + i * width, type, 1);
           if (j == 2) fields.emplace_back("plugin_version", version, PluginFieldType::kCHAR, 1);
         }
@@ -194,22 +195,24 @@ void CheckEveryAttributeParsed(InvolutionPluginCreator& creator) {
         const PluginFieldCollection* out = plugin->getFieldsToSerialize();
         int matched = 0;
         for (int f = 0; f < out->nbFields; ++f)
-          for (int i = 0; i < 5; ++i)
+          for (int i = 0; i < kCount; ++i)
             if (std::strcmp(out->fields[f].name, names[i]) == 0 && out->fields[f].type == PluginFieldType::kINT32 &&
                 *static_cast<const int32_t*>(out->fields[f].data) == values[i])
               ++matched;
-        Expect(matched == 5, what + ": serialised fields carry the same values under the same names");
+        Expect(matched == kCount, what + ": serialised fields carry the same values under the same names");
 
         Builder builder;
-        DimsExprs in[2];
+        DimsExprs in[4];
         in[0].nbDims = 4;
         in[0].d[0] = builder.Make([](const Env& e) { return e.n; }, false);
         in[0].d[1] = builder.constant(8 * a.groups);
         in[0].d[2] = builder.Make([](const Env& e) { return e.h; }, false);
         in[0].d[3] = builder.Make([](const Env& e) { return e.w; }, false);
         in[1] = in[0];
+        in[2].nbDims = in[3].nbDims = 1;
+        in[2].d[0] = in[3].d[0] = builder.constant(8 * a.groups);
         DimsExprs shape[1];
-        Expect(plugin->getOutputShapes(in, 2, nullptr, 0, shape, 1, builder) == 0, what + ": getOutputShapes");
+        Expect(plugin->getOutputShapes(in, 4, nullptr, 0, shape, 1, builder) == 0, what + ": getOutputShapes");
         const Env env{2, 61, 40};
         auto rule = [&](int64_t size) { return (size + 2 * a.padding - a.dilation * (a.kernel_size - 1) - 1) / a.stride + 1; };
         Expect(static_cast<const Expr*>(shape[0].d[2])->Eval(env) == rule(env.h) &&
@@ -230,9 +233,9 @@ int main() {
              std::strcmp(creator.getPluginNamespace(), "") == 0,
          "creator name/version/namespace");
   const PluginFieldCollection* names = creator.getFieldNames();
-  const char* expected[] = {"kernel_size", "stride", "padding", "dilation", "groups"};
-  Expect(names->nbFields == 5, "five creator fields");
-  for (int i = 0; i < 5 && i < names->nbFields; ++i)
+  const char* expected[] = {"kernel_size", "stride", "padding", "dilation", "groups", "activation"};
+  Expect(names->nbFields == 6, "six creator fields");
+  for (int i = 0; i < 6 && i < names->nbFields; ++i)
     Expect(std::strcmp(names->fields[i].name, expected[i]) == 0 && names->fields[i].type == PluginFieldType::kINT32,
            std::string("creator field ") + expected[i]);
 
@@ -260,6 +263,8 @@ int main() {
   ExpectRejected(creator, &stride0.fc, "stride=0");
   Fields groups0 = Valid(7, 1, 3, 1, 0);
   ExpectRejected(creator, &groups0.fc, "groups=0");
+  Fields activation2({{"kernel_size", 3}, {"stride", 1}, {"padding", 1}, {"dilation", 1}, {"groups", 1}, {"activation", 2}});
+  ExpectRejected(creator, &activation2.fc, "activation=2");
   Fields missing({{"kernel_size", 3}, {"stride", 1}, {"padding", 1}, {"dilation", 1}});
   ExpectRejected(creator, &missing.fc, "missing field 'groups'");
   Fields twice({{"kernel_size", 3}, {"kernel_size", 3}, {"stride", 1}, {"padding", 1}, {"dilation", 1}, {"groups", 1}});
@@ -299,15 +304,17 @@ int main() {
                      InvolutionAttrs{5, 3, 0, 1, 1}}) {
     InvolutionPlugin p(attrs);
     Builder builder;
-    DimsExprs in[2];
+    DimsExprs in[4];
     in[0].nbDims = 4;
     in[0].d[0] = builder.Make([](const Env& e) { return e.n; }, false);
     in[0].d[1] = builder.constant(64);
     in[0].d[2] = builder.Make([](const Env& e) { return e.h; }, false);
     in[0].d[3] = builder.Make([](const Env& e) { return e.w; }, false);
     in[1] = in[0];
+    in[2].nbDims = in[3].nbDims = 1;
+    in[2].d[0] = in[3].d[0] = builder.constant(64);
     DimsExprs out[1];
-    Expect(p.getOutputShapes(in, 2, nullptr, 0, out, 1, builder) == 0 && out[0].nbDims == 4, "getOutputShapes ok");
+    Expect(p.getOutputShapes(in, 4, nullptr, 0, out, 1, builder) == 0 && out[0].nbDims == 4, "getOutputShapes ok");
     for (Env env : {Env{1, 224, 224}, Env{3, 225, 161}, Env{8, 57, 33}, Env{2, 7, 9}}) {
       const auto* ho = static_cast<const Expr*>(out[0].d[2]);
       const auto* wo = static_cast<const Expr*>(out[0].d[3]);
@@ -319,48 +326,71 @@ int main() {
     }
   }
 
-  // formats and types
-  auto dyn = [](DataType t, TensorFormat f = TensorFormat::kLINEAR) {
+  // formats and types: x, weight, scale, shift, y
+  auto dyn = [](DataType t, int pos, TensorFormat f = TensorFormat::kLINEAR) {
     DynamicPluginTensorDesc d{};
-    d.desc = Desc({-1, 64, -1, -1}, t, f);
+    d.desc = pos == 2 || pos == 3 ? Desc({64}, t, f) : Desc({-1, pos == 1 ? 4 * 49 : 64, -1, -1}, t, f);
     return d;
   };
-  DynamicPluginTensorDesc f32[3] = {dyn(DataType::kFLOAT), dyn(DataType::kFLOAT), dyn(DataType::kFLOAT)};
-  DynamicPluginTensorDesc f16[3] = {dyn(DataType::kHALF), dyn(DataType::kHALF), dyn(DataType::kHALF)};
-  DynamicPluginTensorDesc mixed[3] = {dyn(DataType::kFLOAT), dyn(DataType::kHALF), dyn(DataType::kFLOAT)};
-  DynamicPluginTensorDesc int8[3] = {dyn(DataType::kINT8), dyn(DataType::kINT8), dyn(DataType::kINT8)};
-  DynamicPluginTensorDesc chw4[3] = {dyn(DataType::kHALF, TensorFormat::kCHW4), dyn(DataType::kHALF), dyn(DataType::kHALF)};
-  for (int pos = 0; pos < 3; ++pos) {
-    Expect(plugin->supportsFormatCombination(pos, f32, 2, 1), "fp32 linear supported at " + std::to_string(pos));
-    Expect(plugin->supportsFormatCombination(pos, f16, 2, 1), "fp16 linear supported at " + std::to_string(pos));
-    Expect(!plugin->supportsFormatCombination(pos, int8, 2, 1), "int8 rejected at " + std::to_string(pos));
+  auto all = [&](DataType t, DynamicPluginTensorDesc* d) {
+    for (int pos = 0; pos < 5; ++pos) d[pos] = dyn(t, pos);
+  };
+  DynamicPluginTensorDesc f32[5], f16[5], int8[5], mixed[5], chw4[5];
+  all(DataType::kFLOAT, f32);
+  all(DataType::kHALF, f16);
+  all(DataType::kINT8, int8);
+  all(DataType::kFLOAT, mixed);
+  mixed[3] = dyn(DataType::kHALF, 3);
+  all(DataType::kHALF, chw4);
+  chw4[0] = dyn(DataType::kHALF, 0, TensorFormat::kCHW4);
+  for (int pos = 0; pos < 5; ++pos) {
+    Expect(plugin->supportsFormatCombination(pos, f32, 4, 1), "fp32 linear supported at " + std::to_string(pos));
+    Expect(plugin->supportsFormatCombination(pos, f16, 4, 1), "fp16 linear supported at " + std::to_string(pos));
+    Expect(!plugin->supportsFormatCombination(pos, int8, 4, 1), "int8 rejected at " + std::to_string(pos));
   }
-  Expect(!plugin->supportsFormatCombination(1, mixed, 2, 1), "mixed fp32/fp16 rejected");
-  Expect(!plugin->supportsFormatCombination(0, chw4, 2, 1), "non-linear format rejected");
+  Expect(!plugin->supportsFormatCombination(3, mixed, 4, 1), "a shift of another type rejected");
+  Expect(!plugin->supportsFormatCombination(0, chw4, 4, 1), "non-linear format rejected");
+  Expect(!plugin->supportsFormatCombination(0, f32, 2, 1), "the two-input form of the old contract rejected");
   DataType out_type = DataType::kINT32;
-  DataType in_f16[2] = {DataType::kHALF, DataType::kHALF}, in_mixed[2] = {DataType::kFLOAT, DataType::kHALF};
-  Expect(plugin->getOutputDataTypes(&out_type, 1, in_f16, 2) == 0 && out_type == DataType::kHALF, "fp16 in -> fp16 out");
-  Expect(plugin->getOutputDataTypes(&out_type, 1, in_mixed, 2) != 0, "mixed input types rejected");
-  Expect(plugin->getNbOutputs() == 1 && plugin->getWorkspaceSize(f32, 2, f32 + 2, 1) == 0, "one output, no workspace");
+  DataType in_f16[4] = {DataType::kHALF, DataType::kHALF, DataType::kHALF, DataType::kHALF};
+  DataType in_mixed[4] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kHALF, DataType::kFLOAT};
+  Expect(plugin->getOutputDataTypes(&out_type, 1, in_f16, 4) == 0 && out_type == DataType::kHALF, "fp16 in -> fp16 out");
+  g_finder.logger.last_error.clear();
+  Expect(plugin->getOutputDataTypes(&out_type, 1, in_mixed, 4) != 0 &&
+             g_finder.logger.last_error.find("scale fp16") != std::string::npos,
+         "mixed input types rejected, naming the odd one");
+  Expect(plugin->getNbOutputs() == 1 && plugin->getWorkspaceSize(f32, 4, f32 + 4, 1) == 0, "one output, no workspace");
 
   // configure and runtime checks (K=7, s=2, p=3, G=4)
-  DynamicPluginTensorDesc conf[3] = {dyn(DataType::kFLOAT), dyn(DataType::kFLOAT), dyn(DataType::kFLOAT)};
-  conf[1].desc.dims.d[1] = 4 * 49;
-  Expect(plugin->configurePlugin(conf, 2, conf + 2, 1) == 0, "configure with dynamic N/H/W");
+  DynamicPluginTensorDesc conf[5];
+  all(DataType::kFLOAT, conf);
+  Expect(plugin->configurePlugin(conf, 4, conf + 4, 1) == 0, "configure with dynamic N/H/W");
+  Expect(plugin->configurePlugin(conf, 2, conf + 4, 1) != 0 &&
+             g_finder.logger.last_error.find("expects 4 inputs") != std::string::npos,
+         "configure rejects the two-input form");
   conf[0].desc.dims.d[1] = 30;
-  Expect(plugin->configurePlugin(conf, 2, conf + 2, 1) != 0 && g_finder.logger.last_error.find("C=30") != std::string::npos,
+  Expect(plugin->configurePlugin(conf, 4, conf + 4, 1) != 0 && g_finder.logger.last_error.find("C=30") != std::string::npos,
          "configure rejects C not divisible by groups");
   conf[0].desc.dims.d[1] = 64;
   conf[1].desc.dims.d[1] = 50;
-  Expect(plugin->configurePlugin(conf, 2, conf + 2, 1) != 0, "configure rejects weight channels != G*K*K");
-  PluginTensorDesc rt[3] = {Desc({2, 64, 57, 41}, DataType::kFLOAT), Desc({2, 196, 29, 21}, DataType::kFLOAT),
+  Expect(plugin->configurePlugin(conf, 4, conf + 4, 1) != 0, "configure rejects weight channels != G*K*K");
+  conf[1].desc.dims.d[1] = 4 * 49;
+  conf[2].desc.dims.d[0] = 63;
+  Expect(plugin->configurePlugin(conf, 4, conf + 4, 1) != 0 && g_finder.logger.last_error.find("scale has 63") != std::string::npos,
+         "configure rejects a scale of the wrong length");
+  PluginTensorDesc rt[5] = {Desc({2, 64, 57, 41}, DataType::kFLOAT), Desc({2, 196, 29, 21}, DataType::kFLOAT),
+                            Desc({64}, DataType::kFLOAT), Desc({64}, DataType::kFLOAT),
                             Desc({2, 64, 29, 21}, DataType::kFLOAT)};
-  Expect(plugin->onShapeChange(rt, 2, rt + 2, 1) == 0, "onShapeChange accepts contract shapes");
+  Expect(plugin->onShapeChange(rt, 4, rt + 4, 1) == 0, "onShapeChange accepts contract shapes");
+  rt[3] = Desc({32}, DataType::kFLOAT);
+  Expect(plugin->onShapeChange(rt, 4, rt + 4, 1) != 0 && g_finder.logger.last_error.find("shift shape (32,)") != std::string::npos,
+         "onShapeChange rejects a shift of the wrong length");
+  rt[3] = Desc({64}, DataType::kFLOAT);
   rt[1] = Desc({2, 196, 28, 21}, DataType::kFLOAT);
-  Expect(plugin->onShapeChange(rt, 2, rt + 2, 1) != 0 && g_finder.logger.last_error.find("(2, 196, 28, 21)") != std::string::npos,
+  Expect(plugin->onShapeChange(rt, 4, rt + 4, 1) != 0 && g_finder.logger.last_error.find("(2, 196, 28, 21)") != std::string::npos,
          "onShapeChange rejects a weight that breaks the shape rule");
-  void* none[2] = {nullptr, nullptr};
-  Expect(plugin->enqueue(rt, rt + 2, none, none, nullptr, nullptr) != 0, "enqueue refuses bad shapes before touching the GPU");
+  void* none[4] = {nullptr, nullptr, nullptr, nullptr};
+  Expect(plugin->enqueue(rt, rt + 4, none, none, nullptr, nullptr) != 0, "enqueue refuses bad shapes before touching the GPU");
 
   std::printf("involution_trt_plugin_test: %d checks, %d failures (TensorRT %d.%d headers)\n", checks, failures,
               NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR);

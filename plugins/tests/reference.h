@@ -9,13 +9,20 @@
 
 namespace rednet::testing {
 
-// value: the contract's output; magnitude: Σ|w|·|x| over the same taps (what the rounding bound scales with).
+// value: the contract's output; magnitude: |scale|·Σ|w|·|x| + |shift| over the same taps (what the rounding bound
+// scales with).
 struct Reference {
   std::vector<double> value, magnitude;
 };
 
-inline Reference EvaluateReference(const std::vector<float>& x, const std::vector<float>& w, const InvolutionAttrs& a,
-                                   const InvolutionShape& s) {
+// The epilogue's scale·acc + shift rounds twice more (once with an FMA): bounded like two more terms of the sum,
+// since |scale·acc| + |shift| is within `magnitude`. Error bounds take `taps + kEpilogueTerms` terms.
+inline constexpr int64_t kEpilogueTerms = 2;
+
+// scale/shift: C values each, or empty for none (ones/zeros).
+inline Reference EvaluateReference(const std::vector<float>& x, const std::vector<float>& w,
+                                   const std::vector<float>& scale, const std::vector<float>& shift,
+                                   const InvolutionAttrs& a, const InvolutionShape& s) {
   const int64_t K = a.kernel_size, cg = s.c / a.groups;
   Reference r{std::vector<double>(s.n * s.c * s.out_h * s.out_w, 0.0), {}};
   r.magnitude = r.value;
@@ -37,15 +44,18 @@ inline Reference EvaluateReference(const std::vector<float>& x, const std::vecto
               magnitude += std::abs(term);
             }
           const int64_t i = ((n * s.c + c) * s.out_h + ho) * s.out_w + wo;
-          r.value[i] = sum;
-          r.magnitude[i] = magnitude;
+          const double sc = scale.empty() ? 1.0 : scale[c], sh = shift.empty() ? 0.0 : shift[c];
+          const double pre = sc * sum + sh;
+          r.value[i] = a.activation == kActivationRelu && pre < 0 ? 0.0 : pre;
+          r.magnitude[i] = std::abs(sc) * magnitude + std::abs(sh);
         }
   return r;
 }
 
 inline std::vector<double> ReferenceInvolution(const std::vector<float>& x, const std::vector<float>& w,
+                                               const std::vector<float>& scale, const std::vector<float>& shift,
                                                const InvolutionAttrs& a, const InvolutionShape& s) {
-  return EvaluateReference(x, w, a, s).value;
+  return EvaluateReference(x, w, scale, shift, a, s).value;
 }
 
 // Round-to-nearest unit roundoff u = 2^-p (p significand bits) and half the smallest subnormal, the largest

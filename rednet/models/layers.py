@@ -1,10 +1,12 @@
 """Building blocks with the official (mmcv/mmcls) submodule names, so official state dicts load as-is."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..ops import involution
+from ..ops.involution import RELU
 
 
 class ConvModule(nn.Sequential):
@@ -49,6 +51,8 @@ class Involution(nn.Module):
 
     Unlike the official module, the pool rounds up (:class:`KernelGenerationPool`), so the generated kernel always
     has the op's output size (ceil(H/stride)); at even sizes this is exactly the official floor-mode pool.
+
+    For inference, :meth:`fuse_epilogue` folds the BatchNorm (and ReLU) that follows into the op's epilogue.
     """
 
     # the registered op; an instance may use rednet.ops.involution_strided instead, which torch.compile can fuse
@@ -65,10 +69,63 @@ class Involution(nn.Module):
         self.conv1 = ConvModule(channels, channels // reduction_ratio, 1)
         self.conv2 = ConvModule(channels // reduction_ratio, kernel_size ** 2 * self.groups, 1, norm=False, act=False)
         self.avgpool = KernelGenerationPool(stride) if stride > 1 else nn.Identity()
+        # the op's epilogue: None/0 until fuse_epilogue; not in the state dict (official checkpoints load as-is)
+        self.register_buffer("epilogue_scale", None, persistent=False)
+        self.register_buffer("epilogue_shift", None, persistent=False)
+        self.activation = 0
 
     def forward(self, x):
         weight = self.conv2(self.conv1(self.avgpool(x)))
-        return self.op(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1, self.groups)
+        return self.op(x, weight, self.kernel_size, self.stride, (self.kernel_size - 1) // 2, 1, self.groups,
+                       self.epilogue_scale, self.epilogue_shift, self.activation)
+
+    @torch.no_grad()
+    def fuse_epilogue(self, bn: nn.BatchNorm2d, relu: bool) -> None:
+        """Fold an eval-mode BatchNorm2d over this layer's output (and a ReLU after it) into the op's epilogue."""
+        if self.epilogue_scale is not None:
+            raise ValueError("Involution: the epilogue is already fused")
+        if bn.training or not bn.track_running_stats or bn.num_features != self.channels:
+            raise ValueError(f"Involution: cannot fold {bn} (needs eval mode, running stats and "
+                             f"{self.channels} features)")
+        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+        if bn.affine:
+            scale = scale * bn.weight.double()
+        shift = -bn.running_mean.double() * scale
+        if bn.affine:
+            shift = shift + bn.bias.double()
+        dtype = bn.running_mean.dtype
+        self.epilogue_scale, self.epilogue_shift = scale.to(dtype), shift.to(dtype)
+        self.activation = RELU if relu else 0
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, groups={self.groups}"
+        fused = "" if self.epilogue_scale is None else ", epilogue=bn" + ("+relu" if self.activation == RELU else "")
+        return (f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"groups={self.groups}{fused}")
+
+
+def fuse_involution_epilogues(model: nn.Module) -> int:
+    """Fold, in place, every BatchNorm2d (+ ReLU) that directly follows an Involution into the op; returns the count.
+
+    Inference only (eval mode: BatchNorm's running statistics become constants). Where the layers follow each other
+    is known for nn.Sequential (child order) and for modules that name the chain in ``involution_epilogues``
+    ({involution: (batchnorm, activation)}, e.g. the RedNet bottleneck); the folded modules become nn.Identity.
+    """
+    if model.training:
+        raise ValueError("fuse_involution_epilogues: call model.eval() first (BatchNorm must use running statistics)")
+    chains = []
+    for parent in model.modules():
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            for i, name in enumerate(names[:-1]):
+                if isinstance(parent._modules[name], Involution) and isinstance(parent._modules[names[i + 1]],
+                                                                                 nn.BatchNorm2d):
+                    chains.append((parent, name, names[i + 1], names[i + 2] if i + 2 < len(names) else None))
+        for inv, (bn, act) in getattr(parent, "involution_epilogues", {}).items():
+            chains.append((parent, inv, bn, act))
+    for parent, inv, bn, act in chains:
+        relu = act is not None and isinstance(parent._modules[act], nn.ReLU)
+        parent._modules[inv].fuse_epilogue(parent._modules[bn], relu)
+        parent._modules[bn] = nn.Identity()
+        if relu:
+            parent._modules[act] = nn.Identity()
+    return len(chains)

@@ -24,6 +24,8 @@ class RedNetConfig:
 class Bottleneck(nn.Module):
     """1×1 conv → involution(K, stride) → 1×1 conv, with identity or projection shortcut."""
 
+    involution_epilogues = {"conv2": ("bn2", "act2")}  # for fuse_involution_epilogues
+
     def __init__(self, in_channels: int, out_channels: int, stride: int, kernel_size: int, expansion: int):
         super().__init__()
         mid = out_channels // expansion
@@ -31,6 +33,7 @@ class Bottleneck(nn.Module):
         self.bn1 = nn.BatchNorm2d(mid)
         self.conv2 = Involution(mid, kernel_size, stride)
         self.bn2 = nn.BatchNorm2d(mid)
+        self.act2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(mid, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
@@ -41,7 +44,7 @@ class Bottleneck(nn.Module):
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)

@@ -21,8 +21,18 @@ def load_spec() -> dict:
 
 
 def attribute_names() -> tuple[str, ...]:
-    """Attribute names in contract order: kernel_size, stride, padding, dilation, groups."""
+    """Attribute names in contract order: kernel_size, stride, padding, dilation, groups, activation."""
     return tuple(load_spec()["attributes"])
+
+
+def attribute_defaults() -> dict[str, int]:
+    """The attributes a node may omit (activation), with the value an omitted one means."""
+    return {name: rule["default"] for name, rule in load_spec()["attributes"].items() if "default" in rule}
+
+
+def activation_names() -> dict[int, str]:
+    """activation attribute values and their names: {0: 'none', 1: 'relu'}."""
+    return dict(load_spec()["attributes"]["activation"]["values"])
 
 
 def output_size(size: int, kernel_size: int, stride: int, padding: int, dilation: int) -> int:
@@ -33,11 +43,14 @@ def output_size(size: int, kernel_size: int, stride: int, padding: int, dilation
 def check_attributes(attrs: Mapping[str, int]) -> None:
     """Raise ValueError naming the first attribute that breaks the contract."""
     for name, rule in load_spec()["attributes"].items():
-        if name not in attrs:
+        if name not in attrs and "default" not in rule:
             raise ValueError(f"involution: missing attribute '{name}'")
-        value = attrs[name]
+        value = attrs.get(name, rule.get("default"))
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"involution: {name}={value!r} must be an int")
+        if "values" in rule and value not in rule["values"]:
+            named = ", ".join(f"{v} ({n})" for v, n in rule["values"].items())
+            raise ValueError(f"involution: {name}={value} is not one of {named}")
         if value < rule["min"]:
             raise ValueError(f"involution: {name}={value} must be >= {rule['min']}")
         if "max" in rule and value > rule["max"]:
@@ -46,10 +59,14 @@ def check_attributes(attrs: Mapping[str, int]) -> None:
             raise ValueError(f"involution: {name}={value} must be odd")
 
 
-def check_shapes(x_shape: Sequence[int], weight_shape: Sequence[int], attrs: Mapping[str, int]) -> tuple[int, ...]:
-    """Validate x and weight shapes against the contract; return the output shape (N, C, Ho, Wo)."""
+def check_shapes(x_shape: Sequence[int], weight_shape: Sequence[int], attrs: Mapping[str, int],
+                 scale_shape: Sequence[int] | None = None, shift_shape: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Validate the input shapes against the contract; return the output shape (N, C, Ho, Wo).
+
+    scale/shift shapes of None are not checked (the torch op's omitted epilogue).
+    """
     check_attributes(attrs)
-    k, s, p, d, g = (attrs[n] for n in attribute_names())
+    k, s, p, d, g = (attrs[n] for n in ("kernel_size", "stride", "padding", "dilation", "groups"))
     if len(x_shape) != 4:
         raise ValueError(f"involution: x must have rank 4 (N, C, H, W), got shape {tuple(x_shape)}")
     if len(weight_shape) != 4:
@@ -67,4 +84,8 @@ def check_shapes(x_shape: Sequence[int], weight_shape: Sequence[int], attrs: Map
         raise ValueError(
             f"involution: weight shape {tuple(weight_shape)} does not match the contract "
             f"(N, groups*K*K, Ho, Wo) = {expected} for x shape {tuple(x_shape)}")
+    for name, shape in (("scale", scale_shape), ("shift", shift_shape)):
+        if shape is not None and tuple(shape) != (c,):
+            raise ValueError(f"involution: {name} shape {tuple(shape)} does not match the contract (C,) = ({c},) "
+                             f"for x shape {tuple(x_shape)}")
     return (n, c, ho, wo)

@@ -13,12 +13,12 @@ namespace rednet::ort {
 InvolutionKernelBase::InvolutionKernelBase(const OrtApi*, const OrtKernelInfo* info) noexcept {
   try {
     Ort::ConstKernelInfo kernel_info(info);
-    int64_t* fields[] = {&attrs_.kernel_size, &attrs_.stride, &attrs_.padding, &attrs_.dilation, &attrs_.groups};
-    for (size_t i = 0; i < 5; ++i) {
+    for (size_t i = 0; i < kNumAttributes; ++i) {
       const char* name = kAttributeNames[i];
       try {
-        *fields[i] = kernel_info.GetAttribute<int64_t>(name);
+        AttributeField(attrs_, i) = kernel_info.GetAttribute<int64_t>(name);
       } catch (const Ort::Exception&) {
+        if (!AttributeRequired(i)) continue;  // keeps the default
         error_ = std::string("involution: missing or non-int attribute '") + name + "'";
         return;
       }
@@ -29,10 +29,19 @@ InvolutionKernelBase::InvolutionKernelBase(const OrtApi*, const OrtKernelInfo* i
   }
 }
 
-Ort::Status InvolutionKernelBase::CheckInputs(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims,
+template <typename T>
+Ort::Status InvolutionKernelBase::CheckInputs(const Ort::Custom::Tensor<T>& x, const Ort::Custom::Tensor<T>& weight,
+                                              const Ort::Custom::Tensor<T>& scale, const Ort::Custom::Tensor<T>& shift,
                                               InvolutionShape* shape) const {
   if (!error_.empty()) return Ort::Status(error_.c_str(), ORT_INVALID_ARGUMENT);
-  const std::string err = CheckInvolutionShapes(attrs_, x_dims.data(), x_dims.size(), w_dims.data(), w_dims.size(), shape);
+  const std::vector<int64_t> shapes[kNumInputs] = {x.Shape(), weight.Shape(), scale.Shape(), shift.Shape()};
+  const int64_t* dims[kNumInputs];
+  size_t ranks[kNumInputs];
+  for (int i = 0; i < kNumInputs; ++i) {
+    dims[i] = shapes[i].data();
+    ranks[i] = shapes[i].size();
+  }
+  const std::string err = CheckInvolutionShapes(attrs_, dims, ranks, shape);
   return err.empty() ? Ort::Status(nullptr) : Ort::Status(err.c_str(), ORT_INVALID_ARGUMENT);
 }
 
@@ -42,6 +51,8 @@ template <typename T>
 struct CpuJob {
   const T* x;
   const T* weight;
+  const T* scale;
+  const T* shift;
   T* y;
   InvolutionAttrs attrs;
   InvolutionShape shape;
@@ -50,9 +61,10 @@ struct CpuJob {
     const auto* job = static_cast<const CpuJob*>(data);
     const auto i = static_cast<int64_t>(item);
     if constexpr (std::is_same_v<T, float>) {
-      InvolutionCpuF32(job->x, job->weight, job->y, job->attrs, job->shape, i, i + 1);
+      InvolutionCpuF32(job->x, job->weight, job->scale, job->shift, job->y, job->attrs, job->shape, i, i + 1);
     } else {
-      InvolutionCpuF16(reinterpret_cast<const uint16_t*>(job->x), reinterpret_cast<const uint16_t*>(job->weight),
+      const auto bits = [](const T* p) { return reinterpret_cast<const uint16_t*>(p); };
+      InvolutionCpuF16(bits(job->x), bits(job->weight), bits(job->scale), bits(job->shift),
                        reinterpret_cast<uint16_t*>(job->y), job->attrs, job->shape, i, i + 1);
     }
   }
@@ -62,15 +74,16 @@ struct CpuJob {
 
 template <typename T>
 Ort::Status InvolutionCpu<T>::Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                                      const Ort::Custom::Tensor<T>& weight, Ort::Custom::Tensor<T>& y) {
+                                      const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
+                                      const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y) {
   static_assert(sizeof(T) == sizeof(float) || sizeof(T) == sizeof(uint16_t));
   try {
     InvolutionShape shape;
-    if (Ort::Status status = CheckInputs(x.Shape(), weight.Shape(), &shape); !status.IsOK()) return status;
+    if (Ort::Status status = CheckInputs(x, weight, scale, shift, &shape); !status.IsOK()) return status;
     T* out = y.Allocate({shape.n, shape.c, shape.out_h, shape.out_w});
     const int64_t items = InvolutionCpuWorkItems(attrs_, shape);
     if (items == 0) return Ort::Status(nullptr);
-    CpuJob<T> job{x.Data(), weight.Data(), out, attrs_, shape};
+    CpuJob<T> job{x.Data(), weight.Data(), scale.Data(), shift.Data(), out, attrs_, shape};
     Ort::KernelContext(context).ParallelFor(&CpuJob<T>::Run, static_cast<size_t>(items), 0, &job);
     return Ort::Status(nullptr);
   } catch (const std::exception& e) {
@@ -84,14 +97,16 @@ template class InvolutionCpu<Ort::Float16_t>;
 #ifdef REDNET_WITH_CUDA
 template <typename T>
 Ort::Status InvolutionCuda<T>::Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                                       const Ort::Custom::Tensor<T>& weight, Ort::Custom::Tensor<T>& y) {
+                                       const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
+                                       const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y) {
   try {
     InvolutionShape shape;
-    if (Ort::Status status = CheckInputs(x.Shape(), weight.Shape(), &shape); !status.IsOK()) return status;
+    if (Ort::Status status = CheckInputs(x, weight, scale, shift, &shape); !status.IsOK()) return status;
     T* out = y.Allocate({shape.n, shape.c, shape.out_h, shape.out_w});
     auto stream = static_cast<cudaStream_t>(Ort::KernelContext(context).GetGPUComputeStream());
     const ElementType type = std::is_same_v<T, float> ? ElementType::kFloat32 : ElementType::kFloat16;
-    const std::string err = LaunchInvolution(type, x.Data(), weight.Data(), out, attrs_, shape, stream);
+    const std::string err =
+        LaunchInvolution(type, x.Data(), weight.Data(), scale.Data(), shift.Data(), out, attrs_, shape, stream);
     return err.empty() ? Ort::Status(nullptr) : Ort::Status(err.c_str(), ORT_RUNTIME_EXCEPTION);
   } catch (const std::exception& e) {
     return Ort::Status(e);

@@ -20,8 +20,10 @@ class InvolutionKernelBase {
   InvolutionKernelBase(const OrtApi* api, const OrtKernelInfo* info) noexcept;
 
  protected:
-  // "" when x/weight match the contract; fills shape_.
-  Ort::Status CheckInputs(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims,
+  // OK when the inputs' shapes (x, weight, scale, shift) match the contract; fills `shape`.
+  template <typename T>
+  Ort::Status CheckInputs(const Ort::Custom::Tensor<T>& x, const Ort::Custom::Tensor<T>& weight,
+                          const Ort::Custom::Tensor<T>& scale, const Ort::Custom::Tensor<T>& shift,
                           InvolutionShape* shape) const;
   InvolutionAttrs attrs_;
   std::string error_;
@@ -32,7 +34,8 @@ class InvolutionCpu : public InvolutionKernelBase {
  public:
   using InvolutionKernelBase::InvolutionKernelBase;
   Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                      const Ort::Custom::Tensor<T>& weight, Ort::Custom::Tensor<T>& y);
+                      const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
+                      const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y);
 };
 
 #ifdef REDNET_WITH_CUDA
@@ -41,7 +44,8 @@ class InvolutionCuda : public InvolutionKernelBase {
  public:
   using InvolutionKernelBase::InvolutionKernelBase;
   Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                      const Ort::Custom::Tensor<T>& weight, Ort::Custom::Tensor<T>& y);
+                      const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
+                      const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y);
 };
 #endif
 

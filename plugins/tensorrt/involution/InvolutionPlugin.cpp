@@ -26,6 +26,22 @@ const char* TypeName(DataType type) {
 
 bool Supported(DataType type) { return type == DataType::kFLOAT || type == DataType::kHALF; }
 
+std::string IoCountProblem(int32_t nb_inputs, int32_t nb_outputs) {
+  if (nb_inputs == kNumInputs && nb_outputs == 1) return {};
+  return "expects " + std::to_string(kNumInputs) + " inputs (x, weight, scale, shift) and 1 output, got " +
+         std::to_string(nb_inputs) + " and " + std::to_string(nb_outputs);
+}
+
+// "" when every input has x's type and that type is supported.
+std::string TypeProblem(const DataType* types) {
+  bool same = Supported(types[0]);
+  for (int i = 1; i < kNumInputs; ++i) same = same && types[i] == types[0];
+  if (same) return {};
+  std::string got;
+  for (int i = 0; i < kNumInputs; ++i) got += std::string(i ? ", " : "") + kInputNames[i] + " " + TypeName(types[i]);
+  return "x, weight, scale and shift must all be fp32 or all fp16, got " + got;
+}
+
 std::string FieldName(size_t i) { return kAttributeNames[i]; }
 
 }  // namespace
@@ -55,10 +71,10 @@ void Log(ILogger::Severity severity, const std::string& message) noexcept {
 // ---- plugin ---------------------------------------------------------------------------------------------------
 
 InvolutionPlugin::InvolutionPlugin(const InvolutionAttrs& attrs) : attrs_(attrs) {
-  const int64_t values[5] = {attrs.kernel_size, attrs.stride, attrs.padding, attrs.dilation, attrs.groups};
-  fields_.reserve(5);
-  for (size_t i = 0; i < 5; ++i) {
-    serialized_[i] = static_cast<int32_t>(values[i]);  // the contract bounds every attribute far below 2^31
+  fields_.reserve(kNumAttributes);
+  for (size_t i = 0; i < kNumAttributes; ++i) {
+    // the contract bounds every attribute far below 2^31
+    serialized_[i] = static_cast<int32_t>(AttributeField(attrs_, i));
     fields_.emplace_back(kAttributeNames[i], &serialized_[i], PluginFieldType::kINT32, 1);
   }
   collection_.nbFields = static_cast<int32_t>(fields_.size());
@@ -87,16 +103,17 @@ IPluginV3* InvolutionPlugin::clone() noexcept {
 
 int32_t InvolutionPlugin::configurePlugin(const DynamicPluginTensorDesc* in, int32_t nb_inputs,
                                           const DynamicPluginTensorDesc* out, int32_t nb_outputs) noexcept {
-  if (nb_inputs != 2 || nb_outputs != 1) {
-    Log(ILogger::Severity::kERROR, "expects 2 inputs (x, weight) and 1 output, got " + std::to_string(nb_inputs) +
-                                       " and " + std::to_string(nb_outputs));
+  if (const std::string err = IoCountProblem(nb_inputs, nb_outputs); !err.empty()) {
+    Log(ILogger::Severity::kERROR, err);
     return -1;
   }
   const Dims& x = in[0].desc.dims;
   const Dims& w = in[1].desc.dims;
-  if (x.nbDims != 4 || w.nbDims != 4) {
-    Log(ILogger::Severity::kERROR, "x and weight must have rank 4, got " + std::to_string(x.nbDims) + " and " +
-                                       std::to_string(w.nbDims));
+  if (x.nbDims != 4 || w.nbDims != 4 || in[2].desc.dims.nbDims != 1 || in[3].desc.dims.nbDims != 1) {
+    Log(ILogger::Severity::kERROR, "x and weight must have rank 4 and scale, shift rank 1, got " +
+                                       std::to_string(x.nbDims) + ", " + std::to_string(w.nbDims) + ", " +
+                                       std::to_string(in[2].desc.dims.nbDims) + " and " +
+                                       std::to_string(in[3].desc.dims.nbDims));
     return -1;
   }
   // Channel counts are static in any real network; check what is known now (-1 = dynamic).
@@ -111,15 +128,20 @@ int32_t InvolutionPlugin::configurePlugin(const DynamicPluginTensorDesc* in, int
                                        std::to_string(taps));
     return -1;
   }
+  for (int i = 2; i < kNumInputs; ++i)
+    if (x.d[1] > 0 && in[i].desc.dims.d[0] > 0 && in[i].desc.dims.d[0] != x.d[1]) {
+      Log(ILogger::Severity::kERROR, std::string(kInputNames[i]) + " has " + std::to_string(in[i].desc.dims.d[0]) +
+                                         " values, the contract needs C=" + std::to_string(x.d[1]));
+      return -1;
+    }
   return 0;
 }
 
 int32_t InvolutionPlugin::getOutputDataTypes(DataType* output_types, int32_t nb_outputs, const DataType* input_types,
                                              int32_t nb_inputs) const noexcept {
-  if (nb_inputs != 2 || nb_outputs != 1) return -1;
-  if (!Supported(input_types[0]) || input_types[0] != input_types[1]) {
-    Log(ILogger::Severity::kERROR, std::string("x and weight must both be fp32 or both fp16, got ") +
-                                       TypeName(input_types[0]) + " and " + TypeName(input_types[1]));
+  if (!IoCountProblem(nb_inputs, nb_outputs).empty()) return -1;
+  if (const std::string err = TypeProblem(input_types); !err.empty()) {
+    Log(ILogger::Severity::kERROR, err);
     return -1;
   }
   output_types[0] = input_types[0];
@@ -128,7 +150,7 @@ int32_t InvolutionPlugin::getOutputDataTypes(DataType* output_types, int32_t nb_
 
 int32_t InvolutionPlugin::getOutputShapes(const DimsExprs* inputs, int32_t nb_inputs, const DimsExprs*, int32_t,
                                           DimsExprs* outputs, int32_t nb_outputs, IExprBuilder& builder) noexcept {
-  if (nb_inputs != 2 || nb_outputs != 1 || inputs[0].nbDims != 4) {
+  if (nb_inputs != kNumInputs || nb_outputs != 1 || inputs[0].nbDims != 4) {
     Log(ILogger::Severity::kERROR, "getOutputShapes: expects x of rank 4 and one output");
     return -1;
   }
@@ -149,20 +171,25 @@ int32_t InvolutionPlugin::getOutputShapes(const DimsExprs* inputs, int32_t nb_in
 
 bool InvolutionPlugin::supportsFormatCombination(int32_t pos, const DynamicPluginTensorDesc* in_out, int32_t nb_inputs,
                                                  int32_t nb_outputs) noexcept {
-  if (nb_inputs != 2 || nb_outputs != 1 || pos < 0 || pos > 2) return false;
+  if (nb_inputs != kNumInputs || nb_outputs != 1 || pos < 0 || pos > kNumInputs) return false;
   const PluginTensorDesc& desc = in_out[pos].desc;
   if (desc.format != TensorFormat::kLINEAR || !Supported(desc.type)) return false;
-  return pos == 0 || desc.type == in_out[0].desc.type;  // one type for x, weight and y
+  return pos == 0 || desc.type == in_out[0].desc.type;  // one type for every input and y
 }
 
 std::string InvolutionPlugin::CheckTensors(const PluginTensorDesc* in, int32_t nb_inputs, int32_t nb_outputs,
                                            InvolutionShape* shape) const {
-  if (nb_inputs != 2 || nb_outputs != 1) return "expects 2 inputs and 1 output";
-  if (!Supported(in[0].type) || in[0].type != in[1].type)
-    return std::string("x and weight must both be fp32 or both fp16, got ") + TypeName(in[0].type) + " and " +
-           TypeName(in[1].type);
-  return CheckInvolutionShapes(attrs_, in[0].dims.d, static_cast<size_t>(std::max(0, in[0].dims.nbDims)),
-                               in[1].dims.d, static_cast<size_t>(std::max(0, in[1].dims.nbDims)), shape);
+  if (std::string err = IoCountProblem(nb_inputs, nb_outputs); !err.empty()) return err;
+  DataType types[kNumInputs];
+  const int64_t* dims[kNumInputs];
+  size_t ranks[kNumInputs];
+  for (int i = 0; i < kNumInputs; ++i) {
+    types[i] = in[i].type;
+    dims[i] = in[i].dims.d;
+    ranks[i] = static_cast<size_t>(std::max(0, in[i].dims.nbDims));
+  }
+  if (std::string err = TypeProblem(types); !err.empty()) return err;
+  return CheckInvolutionShapes(attrs_, dims, ranks, shape);
 }
 
 int32_t InvolutionPlugin::onShapeChange(const PluginTensorDesc* in, int32_t nb_inputs, const PluginTensorDesc*,
@@ -179,11 +206,11 @@ int32_t InvolutionPlugin::onShapeChange(const PluginTensorDesc* in, int32_t nb_i
 int32_t InvolutionPlugin::enqueue(const PluginTensorDesc* input_desc, const PluginTensorDesc*,
                                   const void* const* inputs, void* const* outputs, void*, cudaStream_t stream) noexcept {
   InvolutionShape shape;
-  std::string err = CheckTensors(input_desc, 2, 1, &shape);
+  std::string err = CheckTensors(input_desc, kNumInputs, 1, &shape);
   if (err.empty()) err = CudaDriverProblem();  // else the launch fails with a bare cudaErrorInsufficientDriver
   if (err.empty()) {
     const ElementType type = input_desc[0].type == DataType::kHALF ? ElementType::kFloat16 : ElementType::kFloat32;
-    err = LaunchInvolution(type, inputs[0], inputs[1], outputs[0], attrs_, shape, stream);
+    err = LaunchInvolution(type, inputs[0], inputs[1], inputs[2], inputs[3], outputs[0], attrs_, shape, stream);
   }
   if (!err.empty()) {
     Log(ILogger::Severity::kERROR, err);
@@ -206,15 +233,14 @@ InvolutionPluginCreator::InvolutionPluginCreator() {
 
 std::string InvolutionPluginCreator::ParseFields(const PluginFieldCollection* fc, InvolutionAttrs* attrs) {
   if (fc == nullptr || (fc->nbFields > 0 && fc->fields == nullptr)) return "no plugin fields given";
-  int64_t* targets[5] = {&attrs->kernel_size, &attrs->stride, &attrs->padding, &attrs->dilation, &attrs->groups};
-  bool seen[5] = {};
+  bool seen[kNumAttributes] = {};
   for (int32_t i = 0; i < fc->nbFields; ++i) {
     const PluginField& field = fc->fields[i];
     if (field.name == nullptr) return "plugin field " + std::to_string(i) + " has no name";
-    size_t index = 5;
-    for (size_t k = 0; k < 5; ++k)
+    size_t index = kNumAttributes;
+    for (size_t k = 0; k < kNumAttributes; ++k)
       if (std::strcmp(field.name, kAttributeNames[k]) == 0) index = k;
-    if (index == 5) {
+    if (index == kNumAttributes) {
       // the ONNX parser may pass the node's routing attributes (plugin_version, plugin_namespace) along
       Log(ILogger::Severity::kVERBOSE, std::string("ignoring plugin field '") + field.name + "'");
       continue;
@@ -222,17 +248,18 @@ std::string InvolutionPluginCreator::ParseFields(const PluginFieldCollection* fc
     if (seen[index]) return "field '" + FieldName(index) + "' given twice";
     if (field.data == nullptr || field.length != 1)
       return "field '" + FieldName(index) + "' must hold exactly one integer (length " + std::to_string(field.length) + ")";
+    int64_t& target = AttributeField(*attrs, index);
     switch (field.type) {
-      case PluginFieldType::kINT32: *targets[index] = *static_cast<const int32_t*>(field.data); break;
-      case PluginFieldType::kINT64: *targets[index] = *static_cast<const int64_t*>(field.data); break;
-      case PluginFieldType::kINT16: *targets[index] = *static_cast<const int16_t*>(field.data); break;
-      case PluginFieldType::kINT8: *targets[index] = *static_cast<const int8_t*>(field.data); break;
+      case PluginFieldType::kINT32: target = *static_cast<const int32_t*>(field.data); break;
+      case PluginFieldType::kINT64: target = *static_cast<const int64_t*>(field.data); break;
+      case PluginFieldType::kINT16: target = *static_cast<const int16_t*>(field.data); break;
+      case PluginFieldType::kINT8: target = *static_cast<const int8_t*>(field.data); break;
       default: return "field '" + FieldName(index) + "' must be an integer field";
     }
     seen[index] = true;
   }
-  for (size_t k = 0; k < 5; ++k)
-    if (!seen[k]) return "missing field '" + FieldName(k) + "'";
+  for (size_t k = 0; k < kNumAttributes; ++k)
+    if (!seen[k] && AttributeRequired(k)) return "missing field '" + FieldName(k) + "'";
   return CheckInvolutionAttrs(*attrs);
 }
 

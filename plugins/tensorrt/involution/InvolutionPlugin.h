@@ -71,7 +71,7 @@ class InvolutionPlugin : public nvinfer1::IPluginV3,
                            InvolutionShape* shape) const;
 
   InvolutionAttrs attrs_;
-  int32_t serialized_[5] = {};  // storage behind getFieldsToSerialize
+  int32_t serialized_[kNumAttributes] = {};  // storage behind getFieldsToSerialize
   std::vector<nvinfer1::PluginField> fields_;
   nvinfer1::PluginFieldCollection collection_{};
 };
