@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnx.reference
 import onnxruntime as ort
 import pytest
@@ -14,7 +15,7 @@ from deploy.cli import main as cli
 from deploy.ort_session import create_session
 from export import DOMAIN, ExportOptions, count_involutions, export, function_body, to_onnx
 from export.involution_onnx import TRANSLATIONS
-from helpers import assert_within_rounding_bound, randomise, random_inputs, requires
+from helpers import assert_within_rounding_bound, randomise, random_epilogue, random_inputs, requires
 from rednet.ops import involution
 
 DEPTHS = {"rednet26": 9, "rednet38": 13, "rednet50": 17, "rednet101": 34, "rednet152": 51}
@@ -49,13 +50,34 @@ def test_one_node_per_involution_with_contract_attributes(name, dynamic_exports)
     assert all(n.domain == DOMAIN for n in nodes)
     assert {o.domain: o.version for o in proto.opset_import}[DOMAIN] == 1
     torch_layers = [m for m in model.modules() if isinstance(m, rednet.Involution)]
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
     for node, layer in zip(nodes, torch_layers):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs == {"kernel_size": layer.kernel_size, "stride": layer.stride,
                          "padding": (layer.kernel_size - 1) // 2, "dilation": 1, "groups": layer.groups,
-                         "plugin_version": b"1", "plugin_namespace": b""}
+                         "activation": 1, "plugin_version": b"1", "plugin_namespace": b""}
+        # the BatchNorm after every involution is folded into the node's scale/shift (not ones/zeros)
+        scale, shift = (initializers[name] for name in node.input[2:])
+        assert scale.shape == shift.shape == (layer.channels,) and not np.allclose(scale, 1)
+    # every RedNet involution is followed by BatchNorm + ReLU: all folded
+    assert not {"BatchNormalization"} & {n.op_type for n in proto.graph.node}
     # everything else is standard ONNX
     assert {n.domain for n in proto.graph.node} == {"", DOMAIN}
+
+
+def test_no_fuse_epilogue_keeps_batchnorm_and_identity_epilogue():
+    model = randomise(rednet.create_model("rednet26"))
+    proto = to_onnx(ExportOptions("rednet26", input_size=64, fuse_epilogue=False), model=model)
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    nodes = [n for n in proto.graph.node if n.op_type == "Involution"]
+    for node in nodes:
+        assert {a.name: a.i for a in node.attribute if a.name == "activation"} == {"activation": 0}
+        scale, shift = (initializers[name] for name in node.input[2:])
+        assert (scale == 1).all() and (shift == 0).all()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    assert max_rel_error(ort_session(proto).run(None, {"input": x.numpy()})[0], ref) <= 1e-4
 
 
 @pytest.mark.parametrize("name", DEPTHS)
@@ -106,31 +128,36 @@ def test_dynamic_batch_from_one_file_and_metadata(tmp_path):
         assert max_rel_error(session.run(None, {"input": x.numpy()})[0], ref) <= 1e-4
 
 
-def _single_node_model(kernel_size=3, stride=2, padding=1, dilation=1, groups=2, c=32, h=9, w=8, dtype=onnx.TensorProto.FLOAT):
+def _single_node_model(kernel_size=3, stride=2, padding=1, dilation=1, groups=2, activation=0, c=32, h=9, w=8,
+                       dtype=onnx.TensorProto.FLOAT):
     ho, wo = (rednet.ops.output_size(s, kernel_size, stride, padding, dilation) for s in (h, w))
-    node = onnx.helper.make_node("Involution", ["x", "weight"], ["y"], domain=DOMAIN, kernel_size=kernel_size,
-                                 stride=stride, padding=padding, dilation=dilation, groups=groups,
-                                 plugin_version="1", plugin_namespace="")
+    node = onnx.helper.make_node("Involution", ["x", "weight", "scale", "shift"], ["y"], domain=DOMAIN,
+                                 kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                                 groups=groups, activation=activation, plugin_version="1", plugin_namespace="")
     graph = onnx.helper.make_graph(
         [node], "involution",
         [onnx.helper.make_tensor_value_info("x", dtype, ["N", c, h, w]),
-         onnx.helper.make_tensor_value_info("weight", dtype, ["N", groups * kernel_size ** 2, ho, wo])],
+         onnx.helper.make_tensor_value_info("weight", dtype, ["N", groups * kernel_size ** 2, ho, wo]),
+         onnx.helper.make_tensor_value_info("scale", dtype, [c]),
+         onnx.helper.make_tensor_value_info("shift", dtype, [c])],
         [onnx.helper.make_tensor_value_info("y", dtype, ["N", c, ho, wo])])
     return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18),
                                                         onnx.helper.make_opsetid(DOMAIN, 1)],
                                   functions=[function_body()])
 
 
-@pytest.mark.parametrize("attrs", [dict(), dict(kernel_size=5, stride=1, padding=4, dilation=2, groups=4),
-                                   dict(kernel_size=7, stride=2, padding=3, groups=1, h=11, w=13)])
+@pytest.mark.parametrize("attrs", [dict(), dict(kernel_size=5, stride=1, padding=4, dilation=2, groups=4, activation=1),
+                                   dict(kernel_size=7, stride=2, padding=3, groups=1, h=11, w=13, activation=1)])
 def test_onnx_reference_runs_the_function_body(attrs):
     proto = _single_node_model(**attrs)
     onnx.checker.check_model(proto, full_check=True)
     k = attrs.get("kernel_size", 3)
     args = (k, attrs.get("stride", 2), attrs.get("padding", 1), attrs.get("dilation", 1), attrs.get("groups", 2))
     x, weight = random_inputs(2, 32, attrs.get("h", 9), attrs.get("w", 8), *args)
-    (y,) = onnx.reference.ReferenceEvaluator(proto).run(None, {"x": x.numpy(), "weight": weight.numpy()})
-    assert_within_rounding_bound(y, x, weight, args)
+    scale, shift = random_epilogue(32)
+    (y,) = onnx.reference.ReferenceEvaluator(proto).run(None, {"x": x.numpy(), "weight": weight.numpy(),
+                                                               "scale": scale.numpy(), "shift": shift.numpy()})
+    assert_within_rounding_bound(y, x, weight, args, epilogue=(scale, shift, attrs.get("activation", 0)))
 
 
 def test_onnx_reference_runs_an_exported_involution_layer():
@@ -156,48 +183,54 @@ def test_onnx_reference_runs_an_exported_involution_layer():
 
 
 class BareOp(torch.nn.Module):
-    """Only the op, with attributes RedNet never uses, as the exporter's translation sees it."""
+    """Only the op, with attributes RedNet never uses, as the exporter's translation sees it; with an activation it
+    takes scale/shift inputs (the fused epilogue), without one it omits them (the translation's ones/zeros)."""
 
-    def __init__(self, attrs):
+    def __init__(self, attrs, activation):
         super().__init__()
-        self.attrs = attrs
+        self.attrs, self.activation = attrs, activation
 
-    def forward(self, x, weight):
+    def forward(self, x, weight, scale, shift):
+        if self.activation:
+            return involution(x, weight, *self.attrs, scale, shift, self.activation)
         return involution(x, weight, *self.attrs)
 
 
-# (kernel_size, stride, padding, dilation, groups), (N, C, H, W): each attribute off its default and off RedNet's
-# values, all five distinct within a case so that one written in another's place changes the result
-ATTRIBUTE_CASES = [((3, 2, 4, 5, 6), (2, 12, 13, 10)), ((5, 3, 0, 2, 4), (1, 8, 14, 17)),
-                   ((7, 1, 2, 3, 5), (1, 10, 16, 19))]
+# (kernel_size, stride, padding, dilation, groups), activation, (N, C, H, W): each attribute off its default and off
+# RedNet's values, all five sizes distinct within a case so that one written in another's place changes the result
+ATTRIBUTE_CASES = [((3, 2, 4, 5, 6), 1, (2, 12, 13, 10)), ((5, 3, 0, 2, 4), 0, (1, 8, 14, 17)),
+                   ((7, 1, 2, 3, 5), 1, (1, 10, 16, 19))]
 OP_BACKENDS = ["onnx.reference", "onnxruntime-function", pytest.param("onnxruntime", marks=requires("ort_ops"))]
 
 
 @functools.cache
-def exported_op(attrs, shape):
+def exported_op(attrs, activation, shape):
     """The exported one-op program (function body attached) and the inputs it was traced with."""
     x, weight = random_inputs(*shape, *attrs)
-    proto = torch.onnx.export(BareOp(attrs), (x, weight), dynamo=True, verbose=False,
+    scale, shift = random_epilogue(shape[1])
+    proto = torch.onnx.export(BareOp(attrs, activation), (x, weight, scale, shift), dynamo=True, verbose=False,
                               custom_translation_table=TRANSLATIONS).model_proto
     proto.functions.append(function_body())
-    return proto, x, weight
+    return proto, (x, weight, scale, shift)
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
-@pytest.mark.parametrize("attrs,shape", ATTRIBUTE_CASES, ids=lambda v: "x".join(map(str, v)))
-def test_translation_keeps_every_attribute(attrs, shape, backend):
+@pytest.mark.parametrize("attrs,activation,shape", ATTRIBUTE_CASES, ids=lambda v: "x".join(map(str, v))
+                         if isinstance(v, tuple) else f"act{v}")
+def test_translation_keeps_every_attribute(attrs, activation, shape, backend):
     """torch op → translation → node (+ function body) → each ONNX backend, against the fp64 unfold oracle."""
-    proto, x, weight = exported_op(attrs, shape)
+    proto, (x, weight, scale, shift) = exported_op(attrs, activation, shape)
     (node,) = [n for n in proto.graph.node if n.op_type == "Involution"]
     written = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert written == {**dict(zip(("kernel_size", "stride", "padding", "dilation", "groups"), attrs)),
-                       "plugin_version": b"1", "plugin_namespace": b""}
-    feeds = dict(zip((i.name for i in proto.graph.input), (x.numpy(), weight.numpy())))
+                       "activation": activation, "plugin_version": b"1", "plugin_namespace": b""}
+    feeds = dict(zip((i.name for i in proto.graph.input), (t.numpy() for t in (x, weight, scale, shift))))
     if backend == "onnx.reference":
         (y,) = onnx.reference.ReferenceEvaluator(proto).run(None, feeds)
     else:
         (y,) = create_session(proto, custom_ops=backend == "onnxruntime").run(None, feeds)
-    assert_within_rounding_bound(y, x, weight, attrs)
+    # without an activation the op was called without scale/shift: the node carries ones/zeros
+    assert_within_rounding_bound(y, x, weight, attrs, epilogue=(scale, shift, activation) if activation else None)
 
 
 @pytest.mark.parametrize("opset", [20, 21])

@@ -1,4 +1,5 @@
 """RedNet models: structure vs the official layouts, size, FLOPs, shapes, and equality with the official forward."""
+import copy
 import math
 from pathlib import Path
 
@@ -106,3 +107,39 @@ def test_model_trains():
     stem_inv = model.backbone.stem[1].conv2.conv.weight
     assert stem_inv.grad is not None and stem_inv.grad.abs().sum() > 0
     opt.step()
+
+
+@pytest.mark.parametrize("name", ["rednet26", "rednet50"])
+def test_fused_epilogues_give_the_same_outputs(name):
+    """fuse_involution_epilogues folds every involution's BatchNorm + ReLU (stem and bottlenecks) into the op."""
+    model = randomise(rednet.create_model(name))
+    fused = copy.deepcopy(model)
+    count = rednet.fuse_involution_epilogues(fused)
+    assert count == sum(isinstance(m, Involution) for m in model.modules())
+    assert all(m.activation == 1 and m.epilogue_scale is not None for m in fused.modules() if isinstance(m, Involution))
+    assert not any(isinstance(b.bn2, torch.nn.BatchNorm2d) for b in fused.modules() if hasattr(b, "bn2"))
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, y = model(x), fused(x)
+    assert (y - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_fusing_needs_eval_mode_and_happens_once():
+    model = rednet.create_model("rednet26")
+    with pytest.raises(ValueError, match="model.eval"):
+        rednet.fuse_involution_epilogues(model)
+    model.eval()
+    assert rednet.fuse_involution_epilogues(model) == 9
+    assert rednet.fuse_involution_epilogues(model) == 0  # nothing left to fold: the BatchNorms are gone
+    layer = next(m for m in model.modules() if isinstance(m, Involution))
+    with pytest.raises(ValueError, match="already fused"):
+        layer.fuse_epilogue(torch.nn.BatchNorm2d(layer.channels).eval(), relu=True)
+
+
+def test_fused_model_keeps_the_official_state_dict_keys():
+    """The epilogue buffers are not persistent: a fused model still loads the official checkpoints' keys."""
+    model = rednet.create_model("rednet26").eval()
+    keys = set(model.state_dict())
+    rednet.fuse_involution_epilogues(model)
+    assert {k for k in set(model.state_dict()) if ".bn2." not in k and "stem.2." not in k} == \
+        {k for k in keys if ".bn2." not in k and "stem.2." not in k}

@@ -1,6 +1,7 @@
 """One op test, every backend present (like mmdeploy's tests/test_ops): a single rednet::Involution node over the
 attribute sweep, on ONNX Runtime with our library (fp32/fp16), ONNX Runtime running the function body, and
-onnx.reference, each against the fp64 unfold oracle within the rounding bound (tests/helpers.py). Also the library's error paths: bad attributes and shapes come back as ONNX Runtime
+onnx.reference, each against the fp64 unfold oracle within the rounding bound (tests/helpers.py). Every other case
+fuses an epilogue (a folded BatchNorm's scale/shift of both signs and ReLU); the rest run the identity epilogue. Also the library's error paths: bad attributes and shapes come back as ONNX Runtime
 errors naming the value, and the session keeps working."""
 import itertools
 import json
@@ -28,11 +29,13 @@ SWEEP += [dict(k=7, s=1, d=1, g=1, n=1, h=5, w=200), dict(k=3, s=2, d=1, g=2, n=
           dict(k=1, s=1, d=1, g=2, n=1, h=4, w=4), dict(k=9, s=3, d=1, g=1, n=1, h=17, w=19, c=20),
           dict(k=5, s=2, d=2, g=3, n=2, h=13, w=11, p=0), dict(k=3, s=3, d=4, g=2, n=1, h=10, w=14, p=6),
           dict(k=5, s=1, d=3, g=4, n=1, h=7, w=9, p=5)]
+SWEEP = [{**case, "fused": i % 2 == 1} for i, case in enumerate(SWEEP)]
 ONNX_TYPE = {np.float32: onnx.TensorProto.FLOAT, np.float16: onnx.TensorProto.FLOAT16}
 
 
 def case_id(case):
-    return "k{k}s{s}p{p}d{d}g{g}n{n}_{h}x{w}".format(**{**case, "p": case.get("p", "same")})
+    return "k{k}s{s}p{p}d{d}g{g}n{n}_{h}x{w}".format(**{**case, "p": case.get("p", "same")}) + (
+        "_bn_relu" if case.get("fused") else "")
 
 
 def case_attrs(case):
@@ -42,22 +45,33 @@ def case_attrs(case):
 
 
 def node_model(case, dtype=np.float32, with_function=True, **attr_overrides):
-    attrs = dict(zip(("kernel_size", "stride", "padding", "dilation", "groups"), case_attrs(case)))
+    attrs = dict(zip(("kernel_size", "stride", "padding", "dilation", "groups"), case_attrs(case)),
+                 activation=int(case.get("fused", False)))
     return single_node_model({**attrs, **attr_overrides}, ONNX_TYPE[dtype], with_function)
 
 
-def inputs(case, seed=0):
+def inputs(case, seed=0, dtype=np.float32):
+    """(feeds for x, weight, scale, shift in ``dtype``; attrs; epilogue (scale, shift, activation) for the oracle)."""
     c = case.get("c", 16 * case["g"])
     attrs = case_attrs(case)
     ho, wo = (output_size(v, *attrs[:4]) for v in (case["h"], case["w"]))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((case["n"], c, case["h"], case["w"]), dtype=np.float32)
     weight = rng.standard_normal((case["n"], case["g"] * case["k"] ** 2, ho, wo), dtype=np.float32)
-    return x, weight, attrs
+    if case.get("fused"):
+        scale = (1 + 0.5 * rng.standard_normal(c, dtype=np.float32)) * rng.choice([-1, 1], c).astype(np.float32)
+        shift = rng.standard_normal(c, dtype=np.float32)
+    else:
+        scale, shift = np.ones(c, np.float32), np.zeros(c, np.float32)
+    feeds = {name: v.astype(dtype) for name, v in zip(("x", "weight", "scale", "shift"), (x, weight, scale, shift))}
+    return feeds, attrs, (feeds["scale"], feeds["shift"], int(case.get("fused", False)))
 
 
-def run_backend(backend, model, x, weight):
-    feeds = {"x": x, "weight": weight}
+def check(y, feeds, attrs, epilogue):
+    assert_within_rounding_bound(y, feeds["x"], feeds["weight"], attrs, epilogue=epilogue)
+
+
+def run_backend(backend, model, feeds):
     if backend == "onnx.reference":
         return onnx.reference.ReferenceEvaluator(model).run(None, feeds)[0]
     session = create_session(model, custom_ops=backend == "onnxruntime", intra_op_threads=2)
@@ -70,10 +84,10 @@ BACKENDS = [pytest.param("onnxruntime", marks=needs_lib), "onnxruntime-function"
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", SWEEP, ids=case_id)
 def test_fp32_every_backend(backend, case):
-    x, weight, attrs = inputs(case)
-    y = run_backend(backend, node_model(case, with_function=backend != "onnxruntime"), x, weight)
+    feeds, attrs, epilogue = inputs(case)
+    y = run_backend(backend, node_model(case, with_function=backend != "onnxruntime"), feeds)
     assert y.dtype == np.float32
-    assert_within_rounding_bound(y, x, weight, attrs)
+    check(y, feeds, attrs, epilogue)
 
 
 # onnx.reference computes each op in its own type, so it shows where the function body would accumulate in fp16
@@ -81,19 +95,18 @@ def test_fp32_every_backend(backend, case):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", SWEEP[::3], ids=case_id)
 def test_fp16_accumulates_in_fp32(backend, case):
-    x, weight, attrs = inputs(case, seed=1)
-    x16, w16 = x.astype(np.float16), weight.astype(np.float16)
-    y = run_backend(backend, node_model(case, np.float16, with_function=backend != "onnxruntime"), x16, w16)
+    feeds, attrs, epilogue = inputs(case, seed=1, dtype=np.float16)
+    y = run_backend(backend, node_model(case, np.float16, with_function=backend != "onnxruntime"), feeds)
     assert y.dtype == np.float16
-    assert_within_rounding_bound(y, x16, w16, attrs)  # fp32 accumulation, then one rounding to fp16
+    check(y, feeds, attrs, epilogue)  # fp32 accumulation, then one rounding to fp16
 
 
 def profiled_run(case, **session_options):
     """Run the single-node model once with ONNX Runtime's profiler on: (output, the profile's node events)."""
     session = create_session(node_model(case), custom_ops=True, enable_profiling=True, **session_options)
-    x, weight, _ = inputs(case)
+    feeds, _, _ = inputs(case)
     try:
-        y = session.run(None, {"x": x, "weight": weight})[0]
+        y = session.run(None, feeds)[0]
     finally:  # the profile is written into the working directory: never leave it there, also when the run fails
         profile = Path(session.end_profiling())
         events = [e for e in json.loads(profile.read_text()) if e.get("cat") == "Node"]
@@ -137,6 +150,7 @@ BAD_ATTRS = [
     (dict(groups=0), "groups=0"),
     (dict(groups=None), "missing or non-int attribute 'groups'"),
     (dict(kernel_size=1001), "supported range"),
+    (dict(activation=2), r"activation=2 is not one of 0 \(none\), 1 \(relu\)"),
 ]
 
 
@@ -145,32 +159,48 @@ BAD_ATTRS = [
 def test_bad_attributes_are_errors_naming_the_value(overrides, needle):
     case = dict(k=3, s=1, d=1, g=2, n=1, h=6, w=6)
     session = create_session(node_model(case, with_function=False, **overrides))
-    x, weight, _ = inputs(case)
+    feeds, _, _ = inputs(case)
     with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match=needle):
-        session.run(None, {"x": x, "weight": weight})
+        session.run(None, feeds)
+
+
+@needs_lib
+def test_activation_may_be_omitted():
+    """activation has a default (none) in the contract: a node without it runs the identity epilogue's ReLU-free
+    output."""
+    case = dict(k=3, s=1, d=1, g=2, n=1, h=6, w=6)
+    feeds, attrs, _ = inputs(case)
+    y = create_session(node_model(case, with_function=False, activation=None)).run(None, feeds)[0]
+    check(y, feeds, attrs, None)
+    assert (y < 0).any()
 
 
 @needs_lib
 def test_bad_shapes_are_errors_and_the_session_survives():
     case = dict(k=3, s=2, d=1, g=2, n=2, h=9, w=9)
     session = create_session(node_model(case, with_function=False))
-    x, weight, _ = inputs(case)
+    good, attrs, epilogue = inputs(case)
+    x, weight, scale = good["x"], good["weight"], good["scale"]
     bad = [
-        ({"x": x[0], "weight": weight}, "x must have rank 4"),
-        ({"x": x, "weight": weight[..., :-1]}, r"weight shape \(2, 18, 5, 4\) does not match"),
-        ({"x": x[:, :31], "weight": weight}, "C=31"),
-        ({"x": x[:1], "weight": weight}, r"weight shape \(2, 18, 5, 5\) does not match .* \(1, 18, 5, 5\)"),
-        ({"x": np.zeros((2, 32, 0, 9), np.float32), "weight": weight}, "empty or negative"),
+        ({"x": x[0]}, "x must have rank 4"),
+        ({"weight": weight[..., :-1]}, r"weight shape \(2, 18, 5, 4\) does not match"),
+        ({"x": x[:, :31]}, "C=31"),
+        ({"x": x[:1]}, r"weight shape \(2, 18, 5, 5\) does not match .* \(1, 18, 5, 5\)"),
+        ({"x": np.zeros((2, 32, 0, 9), np.float32)}, "empty or negative"),
+        ({"scale": scale[:31]}, r"scale shape \(31,\) does not match the contract \(C,\) = \(32,\)"),
+        ({"shift": scale.reshape(1, 32)}, r"shift shape \(1, 32\)"),
     ]
-    for feeds, needle in bad:
+    for changed, needle in bad:
         with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match=needle):
-            session.run(None, feeds)
-    assert_within_rounding_bound(session.run(None, {"x": x, "weight": weight})[0], x, weight, (3, 2, 1, 1, 2))
+            session.run(None, {**good, **changed})
+    check(session.run(None, good)[0], good, attrs, epilogue)
 
 
 @needs_lib
 def test_empty_batch_gives_empty_output():
     case = dict(k=3, s=1, d=1, g=2, n=1, h=6, w=6)
     session = create_session(node_model(case, with_function=False))
-    y = session.run(None, {"x": np.zeros((0, 32, 6, 6), np.float32), "weight": np.zeros((0, 18, 6, 6), np.float32)})[0]
+    feeds, _, _ = inputs(case)
+    y = session.run(None, {**feeds, "x": np.zeros((0, 32, 6, 6), np.float32),
+                           "weight": np.zeros((0, 18, 6, 6), np.float32)})[0]
     assert y.shape == (0, 32, 6, 6)

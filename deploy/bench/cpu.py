@@ -53,13 +53,18 @@ def involution_shapes(model_name: str = "rednet50", size: int = 224) -> list[dic
     return list(seen.values())
 
 
-def _op_inputs(shape: dict, batch: int) -> tuple[np.ndarray, np.ndarray]:
+SIZE_ATTRIBUTES = ("kernel_size", "stride", "padding", "dilation", "groups")
+
+
+def _op_inputs(shape: dict, batch: int) -> dict[str, np.ndarray]:
+    """x, weight and a folded BatchNorm's scale/shift for one shape (RedNet fuses BN + ReLU into every node)."""
     n, c, h, w = batch, *shape["x"][1:]
-    k, s, p, d, g = (shape[a] for a in ("kernel_size", "stride", "padding", "dilation", "groups"))
+    k, s, p, d, g = (shape[a] for a in SIZE_ATTRIBUTES)
     ho, wo = (rednet.ops.output_size(v, k, s, p, d) for v in (h, w))
     rng = np.random.default_rng(0)
-    return (rng.standard_normal((n, c, h, w), dtype=np.float32),
-            rng.standard_normal((n, g * k * k, ho, wo), dtype=np.float32))
+    return {"x": rng.standard_normal((n, c, h, w), dtype=np.float32),
+            "weight": rng.standard_normal((n, g * k * k, ho, wo), dtype=np.float32),
+            "scale": rng.uniform(0.5, 1.5, c).astype(np.float32), "shift": rng.standard_normal(c, dtype=np.float32)}
 
 
 def bench_op(threads: int, batch: int, repeats: int, progress: Callable[[str], None]) -> list[dict]:
@@ -67,21 +72,23 @@ def bench_op(threads: int, batch: int, repeats: int, progress: Callable[[str], N
     torch.set_num_threads(threads)
     rows = []
     for shape in involution_shapes():
-        x, weight = _op_inputs(shape, batch)
-        attr_map = {a: shape[a] for a in rednet.ops.attribute_names()}
-        attrs = tuple(attr_map.values())
+        feeds = _op_inputs(shape, batch)
+        x, weight = feeds["x"], feeds["weight"]
+        attr_map = {**{a: shape[a] for a in SIZE_ATTRIBUTES}, "activation": 1}
+        attrs = tuple(shape[a] for a in SIZE_ATTRIBUTES)
         y_bytes = x.nbytes // x.shape[2] // x.shape[3] * weight.shape[2] * weight.shape[3]
         moved = x.nbytes + weight.nbytes + y_bytes
-        feeds = {"x": x, "weight": weight}
         ours = create_session(single_node_model(attr_map, with_function=False), intra_op_threads=threads)
         body = create_session(single_node_model(attr_map, with_function=True), custom_ops=False, intra_op_threads=threads)
-        tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
+        tx, tw, epilogue = torch.from_numpy(x), torch.from_numpy(weight), (
+            torch.from_numpy(feeds["scale"]), torch.from_numpy(feeds["shift"]), 1)
         src = torch.empty((x.nbytes + weight.nbytes) // 4)
         dst = torch.empty_like(src)
         timings = {
             "ours": measure(lambda: ours.run(None, feeds), repeats, min_seconds=0.2),
-            "torch_op": measure(lambda: rednet.ops.involution(tx, tw, *attrs), repeats, min_seconds=0.2),
-            "torch_strided": measure(lambda: rednet.ops.involution_strided(tx, tw, *attrs), repeats, min_seconds=0.2),
+            "torch_op": measure(lambda: rednet.ops.involution(tx, tw, *attrs, *epilogue), repeats, min_seconds=0.2),
+            "torch_strided": measure(lambda: rednet.ops.involution_strided(tx, tw, *attrs, *epilogue), repeats,
+                                     min_seconds=0.2),
             "function_body": measure(lambda: body.run(None, feeds), repeats),
             "copy": measure(lambda: dst.copy_(src), repeats, min_seconds=0.2),
         }
@@ -154,7 +161,9 @@ def model_runners(threads: int, tmp: Path, progress: Callable[[str], None]) -> d
         if name == "rednet50":
             runners[name, "onnxruntime function body"] = OnnxRuntimeBackend(
                 proto, custom_ops=False, intra_op_threads=threads, allow_spinning=False)
-        runners[name, "torch eager"] = _torch_runner(model)
+        eager = copy.deepcopy(model)
+        rednet.fuse_involution_epilogues(eager)  # what the ONNX export folds, so eager runs the same op
+        runners[name, "torch eager"] = _torch_runner(eager)
         runners[name, "torch.compile"] = _compiled_runner(model)
         inlined = proto if name == "resnet50" else to_onnx(ExportOptions(name, inline_function=True), model=model)
         runners[name, "openvino"] = _openvino_runner(inlined, threads, tmp)
@@ -192,6 +201,38 @@ def bench_models(threads: int, batches: tuple[int, ...], rounds: int, progress: 
                 progress(f"  {model:9s} {runtime:26s} batch {batch}: median {t['median_ms']:.1f} ms "
                          f"(round medians {t['spread_ms'][0]:.1f}–{t['spread_ms'][1]:.1f})")
     return rows
+
+
+PROFILE_LEVELS = {"all (NCHWc layout)": "ORT_ENABLE_ALL", "extended (no NCHWc)": "ORT_ENABLE_EXTENDED"}
+
+
+def profile_ops(threads: int, batch: int, runs: int, progress: Callable[[str], None]) -> dict:
+    """RedNet-50 on ONNX Runtime, ms per run by op type from its profiler, at each graph optimisation level that
+    decides the layout conversions (Reorder* nodes, NCHWc ↔ NCHW around our NCHW-only op)."""
+    import onnxruntime as ort
+    proto = to_onnx(ExportOptions("rednet50"), model=rednet.create_model("rednet50").eval())
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    result = {}
+    for label, level in PROFILE_LEVELS.items():
+        session = create_session(proto, intra_op_threads=threads, enable_profiling=True,
+                                 optimization=getattr(ort.GraphOptimizationLevel, level))
+        session.run(None, {"input": x})  # warm-up, excluded below
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            session.run(None, {"input": x})
+        wall_ms = (time.perf_counter() - t0) * 1e3 / runs
+        profile = Path(session.end_profiling())
+        events = [e for e in json.loads(profile.read_text()) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        profile.unlink()
+        per_op: dict[str, float] = {}
+        for e in events:
+            per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1e3
+        total_runs = runs + 1
+        ms = {op: round(t / total_runs, 2) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])}
+        result[label] = {"wall_ms": round(wall_ms, 1), "op_ms": ms}
+        progress(f"  profile {label}, batch {batch}: {wall_ms:.0f} ms/run; " +
+                 ", ".join(f"{op} {t:.1f}" for op, t in list(ms.items())[:8]))
+    return result
 
 
 def ratios(models: list[dict]) -> dict:
@@ -258,7 +299,10 @@ def run(out_dir: Path, threads: int = 2, repeats: int = 10, rounds: int = 5, op_
     progress(f"  fp32 GEMM reference: {gemm:.1f} GMAC/s")
     progress(f"model benchmark (CPU runtimes, {threads} threads, {rounds} interleaved rounds)")
     models = bench_models(threads, tuple(model_batches), rounds, progress)
-    result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models, "ratios": ratios(models)}
+    progress(f"ONNX Runtime profile of RedNet-50 by op type, batch {max(model_batches)}")
+    profile = profile_ops(threads, max(model_batches), runs=4, progress=progress)
+    result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models,
+              "ratios": ratios(models), "onnxruntime_profile": profile}
     for k, v in result["ratios"].items():
         progress(f"  {k}: {v['median']:.2f} (rounds {v['spread'][0]:.2f}–{v['spread'][1]:.2f})")
     path = out_dir / "ort_cpu.json"

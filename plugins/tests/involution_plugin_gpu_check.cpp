@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
   bool first = true;
   for (const Case& cs : cases) {
     rednet::InvolutionAttrs a = cs.attrs;
-    a.activation = &cs - cases < 3 ? rednet::kActivationNone : rednet::kActivationRelu;  // both epilogues
+    a.activation = &cs - cases.data() < 3 ? rednet::kActivationNone : rednet::kActivationRelu;  // both epilogues
     const int64_t ho = rednet::InvolutionOutputSize(cs.h, a), wo = rednet::InvolutionOutputSize(cs.w, a);
     const int64_t x_dims[4] = {cs.n, cs.c, cs.h, cs.w}, w_dims[4] = {cs.n, a.groups * a.kernel_size * a.kernel_size, ho, wo};
     const int64_t c_dims[1] = {cs.c}, y_dims[4] = {cs.n, cs.c, ho, wo};

@@ -121,7 +121,8 @@ def fuse_involution_epilogues(model: nn.Module) -> int:
                                                                                  nn.BatchNorm2d):
                     chains.append((parent, name, names[i + 1], names[i + 2] if i + 2 < len(names) else None))
         for inv, (bn, act) in getattr(parent, "involution_epilogues", {}).items():
-            chains.append((parent, inv, bn, act))
+            if isinstance(parent._modules[bn], nn.BatchNorm2d):  # else folded already
+                chains.append((parent, inv, bn, act))
     for parent, inv, bn, act in chains:
         relu = act is not None and isinstance(parent._modules[act], nn.ReLU)
         parent._modules[inv].fuse_epilogue(parent._modules[bn], relu)
