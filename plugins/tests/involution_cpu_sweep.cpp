@@ -172,7 +172,16 @@ int main() {
   RunCase(1, 16, 6, 6, {3, 1, 4, 1, 1}, rng);    // padding wider than the kernel reach
   RunCase(1, 16, 1, 1, {7, 1, 3, 1, 1}, rng);    // 1×1 input
   RunCase(2, 48, 11, 13, {7, 2, 3, 1, 3}, rng);
-  cases += 6;
+  // the CPU kernel's specialised paths at RedNet's shapes and their edges: 32-channel groups (several channel
+  // blocks), widths a multiple of its 7-column blocks (weights read in place only) or not (a staged tail), rows
+  // wider than one 56-column weight chunk, bands of unequal height (> 32 output rows)
+  RunCase(1, 64, 14, 14, {7, 1, 3, 1, 2}, rng);
+  RunCase(2, 64, 15, 15, {7, 2, 3, 1, 2}, rng);
+  RunCase(1, 32, 7, 7, {7, 1, 3, 1, 2}, rng);
+  RunCase(1, 16, 37, 9, {7, 1, 3, 1, 1}, rng);
+  RunCase(1, 32, 4, 112, {3, 1, 1, 1, 2}, rng);
+  RunCase(1, 32, 3, 119, {7, 1, 3, 1, 1}, rng);
+  cases += 12;
   cases += RunExtremeAttributeCases(rng);
 
   const int64_t x_ok[4] = {1, 32, 9, 9}, w_ok[4] = {1, 18, 9, 9};
