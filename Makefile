@@ -55,6 +55,7 @@ plugins:  ## build the native libraries the toolchain allows (ONNX Runtime ops, 
 	  || { cat $(BUILD)/cmake.log; exit 1; }; grep '^-- rednet:' $(BUILD)/cmake.log
 	cmake --build $(BUILD)/plugins -j $(JOBS)
 	$(BUILD)/plugins/involution_cpu_sweep
+	$(BUILD)/plugins/involution_cuda_tiled_host_test
 	@if [ -x $(BUILD)/plugins/cuda_driver_check_test ]; then $(BUILD)/plugins/cuda_driver_check_test; fi
 	@if [ -x $(BUILD)/plugins/involution_trt_plugin_test ]; then $(BUILD)/plugins/involution_trt_plugin_test; fi
 
@@ -85,12 +86,13 @@ triton-repo: $(VENV)/.installed  ## MODEL= ENGINE= [ONNX=] [OUT=artifacts/triton
 bench-serve: $(VENV)/.installed  ## [THREADS=2]: service throughput/latency vs concurrency, batching on/off -> bench/results/serve_cpu.{json,png}
 	$(CLI) bench serve --threads $(or $(THREADS),2)
 
-asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ sweep and the ONNX Runtime op sweep
+asan-test: $(VENV)/.installed  ## AddressSanitizer + UBSan build; runs the C++ sweeps (CPU kernel, CUDA kernels on the host) and the ONNX Runtime op sweep
 	@mkdir -p $(BUILD); ort_root=$$(plugins/cmake/fetch_onnxruntime_headers.sh $(ORT_HEADERS_DIR)); \
 	cmake -S plugins -B $(BUILD)/asan -DREDNET_SANITIZE=ON -DREDNET_CUDA=OFF -DREDNET_TORCH=OFF -DCMAKE_BUILD_TYPE=Debug \
 	  -DONNXRUNTIME_ROOT="$$ort_root" > $(BUILD)/asan-cmake.log || { cat $(BUILD)/asan-cmake.log; exit 1; }
 	cmake --build $(BUILD)/asan -j $(JOBS)
 	$(BUILD)/asan/involution_cpu_sweep
+	$(BUILD)/asan/involution_cuda_tiled_host_test
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  REDNET_ORT_OPS_LIB=$(BUILD)/asan/librednet_ort_ops.so $(PY) -m pytest -q -p no:cacheprovider tests/test_op_backends.py

@@ -38,6 +38,8 @@ DEPENDENCIES = {
         lambda: None if find_library("ort_ops", required=False) else
         "librednet_ort_ops.so is not built (make setup fetches the ONNX Runtime headers and builds it)", True),
     "cpu_sweep": Dependency(_built("involution_cpu_sweep", "make setup builds it with any C++17 compiler"), True),
+    "cuda_tiled_host_test": Dependency(_built("involution_cuda_tiled_host_test",
+                                              "make setup builds it with any C++17 compiler"), True),
     "torch_ops": Dependency(_built("librednet_torch_ops.so", "make setup builds it against the venv's torch"), True),
     # this machine class has the CUDA toolkit (nvcc compiles here even though nothing CUDA runs)
     "nvcc": Dependency(lambda: None if shutil.which("nvcc") else "nvcc (CUDA toolkit) is not on PATH", True),

@@ -9,6 +9,8 @@ from helpers import requires
 BINARIES = [
     # CPU kernel and CUDA kernel body vs the contract's reference over the sweep, and the contract's rejections
     pytest.param("involution_cpu_sweep", marks=requires("cpu_sweep")),
+    # the CUDA launcher's kernel choice and tiled kernels, every thread's phases run on the host, vs the reference
+    pytest.param("involution_cuda_tiled_host_test", marks=requires("cuda_tiled_host_test")),
     # TensorRT plugin logic through its interfaces (needs TensorRT headers at build time)
     pytest.param("involution_trt_plugin_test", marks=requires("tensorrt_headers")),
 ]

@@ -13,22 +13,17 @@
 #include "half.h"
 #include "involution_contract.h"
 #include "involution_cpu.h"
+#include "expect.h"
 #include "involution_cuda_pixel.h"
 #include "reference.h"
 
 using rednet::InvolutionAttrs;
 using rednet::InvolutionShape;
 
+using rednet::testing::Expect;
+using rednet::testing::failures;
+
 namespace {
-
-int failures = 0;
-
-void Expect(bool ok, const std::string& what) {
-  if (!ok) {
-    ++failures;
-    std::printf("FAIL %s\n", what.c_str());
-  }
-}
 
 std::string CheckShapes(const InvolutionAttrs& a, const int64_t* x, size_t x_rank, const int64_t* w, size_t w_rank,
                         InvolutionShape* s) {
