@@ -2,10 +2,12 @@
 // evaluation of the contract over an attribute sweep (incl. rows wider than several vectors, groups wider than
 // one channel block, ragged row tiles), plus every contract rejection. Exit code 0 only when all pass; built
 // with sanitizers by `make asan-test`.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "half.h"
@@ -29,6 +31,17 @@ std::string CheckShapes(const InvolutionAttrs& a, const int64_t* x, size_t x_ran
   const int64_t* dims[rednet::kNumInputs] = {x, w, c, c};
   const size_t ranks[rednet::kNumInputs] = {x_rank, w_rank, 1, 1};
   return rednet::CheckInvolutionShapes(a, dims, ranks, s);
+}
+
+// Every build of the kernel this CPU runs (kBest is one of them).
+constexpr std::pair<rednet::CpuIsa, const char*> kIsas[] = {
+    {rednet::CpuIsa::kGeneric, "generic"}, {rednet::CpuIsa::kAvx2, "avx2"}, {rednet::CpuIsa::kAvx512, "avx512"}};
+
+// Runs items [0, count) as a thread pool would: ranges of one, then two, then three items ... (so a thread's staging
+// serves items of different bands and groups in turn).
+template <typename Fn>
+void RunInPieces(int64_t count, Fn fn) {
+  for (int64_t begin = 0, size = 1; begin < count; begin += size, ++size) fn(begin, std::min(count, begin + size));
 }
 
 // Alternate cases fuse a BatchNorm-like epilogue (scale around 1 of both signs, a shift, ReLU), the others run
@@ -68,9 +81,15 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
     Expect(excess <= 1, name + " " + what + ": error " + std::to_string(excess) + "x the fp32-accumulation bound");
   };
 
-  rednet::InvolutionCpuF32(x.data(), weight.data(), scale.data(), shift.data(), y.data(), a, s, 0,
-                           rednet::InvolutionCpuWorkItems(a, s));
-  check(WorstExcess([&](size_t i) { return y[i]; }, ref, terms, kFloat32, nullptr), "CPU fp32");
+  const int64_t items = rednet::InvolutionCpuWorkItems(a, s);
+  for (const auto& [isa, isa_name] : kIsas) {
+    if (!rednet::InvolutionCpuSupports(isa)) continue;
+    std::fill(y.begin(), y.end(), std::nanf(""));
+    RunInPieces(items, [&](int64_t begin, int64_t end) {
+      rednet::InvolutionCpuF32(x.data(), weight.data(), scale.data(), shift.data(), y.data(), a, s, begin, end, isa);
+    });
+    check(WorstExcess([&](size_t i) { return y[i]; }, ref, terms, kFloat32, nullptr), std::string("CPU fp32 ") + isa_name);
+  }
 
   // the CUDA kernel's body, one "thread" per output pixel of a group
   const rednet::InvolutionParams p = rednet::MakeInvolutionParams(a, s);
@@ -94,9 +113,15 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   std::vector<uint16_t> yh(y.size());
   // the same rounded inputs
   const auto ref16 = rednet::testing::EvaluateReference(to_float(xh), to_float(wh), to_float(sch), to_float(shh), a, s);
-  rednet::InvolutionCpuF16(xh.data(), wh.data(), sch.data(), shh.data(), yh.data(), a, s, 0,
-                           rednet::InvolutionCpuWorkItems(a, s));
-  check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh[i]); }, ref16, terms, kFloat32, &kFloat16), "CPU fp16");
+  for (const auto& [isa, isa_name] : kIsas) {
+    if (!rednet::InvolutionCpuSupports(isa)) continue;
+    std::fill(yh.begin(), yh.end(), uint16_t{0x7e00});  // NaN until written
+    RunInPieces(items, [&](int64_t begin, int64_t end) {
+      rednet::InvolutionCpuF16(xh.data(), wh.data(), sch.data(), shh.data(), yh.data(), a, s, begin, end, isa);
+    });
+    check(WorstExcess([&](size_t i) { return rednet::HalfToFloat(yh[i]); }, ref16, terms, kFloat32, &kFloat16),
+          std::string("CPU fp16 ") + isa_name);
+  }
 
   std::vector<uint16_t> yh_cuda(y.size(), 0x7e00);  // NaN until written
   for (int64_t idx = 0; idx < p.total; ++idx)
@@ -142,7 +167,16 @@ int main() {
   RunCase(1, 16, 6, 6, {3, 1, 4, 1, 1}, rng);    // padding wider than the kernel reach
   RunCase(1, 16, 1, 1, {7, 1, 3, 1, 1}, rng);    // 1×1 input
   RunCase(2, 48, 11, 13, {7, 2, 3, 1, 3}, rng);
-  cases += 6;
+  // the CPU kernel's specialised paths at RedNet's shapes and their edges: 32-channel groups (several channel
+  // blocks), widths a multiple of its 7-column blocks (weights read in place only) or not (a staged tail), rows
+  // wider than one 56-column weight chunk, bands of unequal height (> 32 output rows)
+  RunCase(1, 64, 14, 14, {7, 1, 3, 1, 2}, rng);
+  RunCase(2, 64, 15, 15, {7, 2, 3, 1, 2}, rng);
+  RunCase(1, 32, 7, 7, {7, 1, 3, 1, 2}, rng);
+  RunCase(1, 16, 37, 9, {7, 1, 3, 1, 1}, rng);
+  RunCase(1, 32, 4, 112, {3, 1, 1, 1, 2}, rng);
+  RunCase(1, 32, 3, 119, {7, 1, 3, 1, 1}, rng);
+  cases += 12;
   cases += RunExtremeAttributeCases(rng);
 
   const int64_t x_ok[4] = {1, 32, 9, 9}, w_ok[4] = {1, 18, 9, 9};
