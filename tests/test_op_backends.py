@@ -197,6 +197,20 @@ def test_bad_shapes_are_errors_and_the_session_survives():
 
 
 @needs_lib
+def test_a_node_without_scale_and_shift_is_refused_saying_why():
+    """A node exported before the fused epilogue (inputs x, weight only) gets an error naming the missing inputs."""
+    case = dict(k=3, s=1, d=1, g=2, n=1, h=6, w=6)
+    model = node_model(case, with_function=False)
+    del model.graph.node[0].input[2:]
+    del model.graph.input[2:]
+    feeds, _, _ = inputs(case)
+    session = create_session(model)
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                       match=r"no scale/shift inputs; the contract needs 4 inputs \(x, weight, scale, shift\)"):
+        session.run(None, {"x": feeds["x"], "weight": feeds["weight"]})
+
+
+@needs_lib
 def test_empty_batch_gives_empty_output():
     case = dict(k=3, s=1, d=1, g=2, n=1, h=6, w=6)
     session = create_session(node_model(case, with_function=False))

@@ -31,10 +31,14 @@ InvolutionKernelBase::InvolutionKernelBase(const OrtApi*, const OrtKernelInfo* i
 
 template <typename T>
 Ort::Status InvolutionKernelBase::CheckInputs(const Ort::Custom::Tensor<T>& x, const Ort::Custom::Tensor<T>& weight,
-                                              const Ort::Custom::Tensor<T>& scale, const Ort::Custom::Tensor<T>& shift,
+                                              OptionalInput<T> scale, OptionalInput<T> shift,
                                               InvolutionShape* shape) const {
   if (!error_.empty()) return Ort::Status(error_.c_str(), ORT_INVALID_ARGUMENT);
-  const std::vector<int64_t> shapes[kNumInputs] = {x.Shape(), weight.Shape(), scale.Shape(), shift.Shape()};
+  if (!scale || !shift)
+    return Ort::Status("involution: the node has no scale/shift inputs; the contract needs 4 inputs (x, weight, "
+                       "scale, shift): a model exported before the fused epilogue must be exported again",
+                       ORT_INVALID_ARGUMENT);
+  const std::vector<int64_t> shapes[kNumInputs] = {x.Shape(), weight.Shape(), (*scale)->Shape(), (*shift)->Shape()};
   const int64_t* dims[kNumInputs];
   size_t ranks[kNumInputs];
   for (int i = 0; i < kNumInputs; ++i) {
@@ -74,8 +78,8 @@ struct CpuJob {
 
 template <typename T>
 Ort::Status InvolutionCpu<T>::Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                                      const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
-                                      const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y) {
+                                      const Ort::Custom::Tensor<T>& weight, OptionalInput<T> scale,
+                                      OptionalInput<T> shift, Ort::Custom::Tensor<T>& y) {
   static_assert(sizeof(T) == sizeof(float) || sizeof(T) == sizeof(uint16_t));
   try {
     InvolutionShape shape;
@@ -83,7 +87,7 @@ Ort::Status InvolutionCpu<T>::Compute(OrtKernelContext* context, const Ort::Cust
     T* out = y.Allocate({shape.n, shape.c, shape.out_h, shape.out_w});
     const int64_t items = InvolutionCpuWorkItems(attrs_, shape);
     if (items == 0) return Ort::Status(nullptr);
-    CpuJob<T> job{x.Data(), weight.Data(), scale.Data(), shift.Data(), out, attrs_, shape};
+    CpuJob<T> job{x.Data(), weight.Data(), (*scale)->Data(), (*shift)->Data(), out, attrs_, shape};
     Ort::KernelContext(context).ParallelFor(&CpuJob<T>::Run, static_cast<size_t>(items), 0, &job);
     return Ort::Status(nullptr);
   } catch (const std::exception& e) {
@@ -97,8 +101,8 @@ template class InvolutionCpu<Ort::Float16_t>;
 #ifdef REDNET_WITH_CUDA
 template <typename T>
 Ort::Status InvolutionCuda<T>::Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                                       const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
-                                       const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y) {
+                                       const Ort::Custom::Tensor<T>& weight, OptionalInput<T> scale,
+                                       OptionalInput<T> shift, Ort::Custom::Tensor<T>& y) {
   try {
     InvolutionShape shape;
     if (Ort::Status status = CheckInputs(x, weight, scale, shift, &shape); !status.IsOK()) return status;
@@ -106,7 +110,7 @@ Ort::Status InvolutionCuda<T>::Compute(OrtKernelContext* context, const Ort::Cus
     auto stream = static_cast<cudaStream_t>(Ort::KernelContext(context).GetGPUComputeStream());
     const ElementType type = std::is_same_v<T, float> ? ElementType::kFloat32 : ElementType::kFloat16;
     const std::string err =
-        LaunchInvolution(type, x.Data(), weight.Data(), scale.Data(), shift.Data(), out, attrs_, shape, stream);
+        LaunchInvolution(type, x.Data(), weight.Data(), (*scale)->Data(), (*shift)->Data(), out, attrs_, shape, stream);
     return err.empty() ? Ort::Status(nullptr) : Ort::Status(err.c_str(), ORT_RUNTIME_EXCEPTION);
   } catch (const std::exception& e) {
     return Ort::Status(e);

@@ -2,6 +2,7 @@
 // intra-op thread pool; the CUDA kernel (built when nvcc is present) runs on the session's compute stream.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #define ORT_API_MANUAL_INIT
@@ -13,6 +14,11 @@
 
 namespace rednet::ort {
 
+// scale and shift are required by the contract; declared optional to ONNX Runtime only so that a node without them
+// (an export from before the fused epilogue) gets an error saying so instead of the API's bare index error.
+template <typename T>
+using OptionalInput = std::optional<const Ort::Custom::Tensor<T>*>;
+
 // Reads and checks the attributes once per kernel; an invalid node keeps its error and reports it from Compute
 // (kernel creation has no status channel in the lite API, and an exception there would cross a C boundary).
 class InvolutionKernelBase {
@@ -23,8 +29,7 @@ class InvolutionKernelBase {
   // OK when the inputs' shapes (x, weight, scale, shift) match the contract; fills `shape`.
   template <typename T>
   Ort::Status CheckInputs(const Ort::Custom::Tensor<T>& x, const Ort::Custom::Tensor<T>& weight,
-                          const Ort::Custom::Tensor<T>& scale, const Ort::Custom::Tensor<T>& shift,
-                          InvolutionShape* shape) const;
+                          OptionalInput<T> scale, OptionalInput<T> shift, InvolutionShape* shape) const;
   InvolutionAttrs attrs_;
   std::string error_;
 };
@@ -34,8 +39,8 @@ class InvolutionCpu : public InvolutionKernelBase {
  public:
   using InvolutionKernelBase::InvolutionKernelBase;
   Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                      const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
-                      const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y);
+                      const Ort::Custom::Tensor<T>& weight, OptionalInput<T> scale, OptionalInput<T> shift,
+                      Ort::Custom::Tensor<T>& y);
 };
 
 #ifdef REDNET_WITH_CUDA
@@ -44,8 +49,8 @@ class InvolutionCuda : public InvolutionKernelBase {
  public:
   using InvolutionKernelBase::InvolutionKernelBase;
   Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
-                      const Ort::Custom::Tensor<T>& weight, const Ort::Custom::Tensor<T>& scale,
-                      const Ort::Custom::Tensor<T>& shift, Ort::Custom::Tensor<T>& y);
+                      const Ort::Custom::Tensor<T>& weight, OptionalInput<T> scale, OptionalInput<T> shift,
+                      Ort::Custom::Tensor<T>& y);
 };
 #endif
 
