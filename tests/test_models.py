@@ -143,3 +143,24 @@ def test_fused_model_keeps_the_official_state_dict_keys():
     rednet.fuse_involution_epilogues(model)
     assert {k for k in set(model.state_dict()) if ".bn2." not in k and "stem.2." not in k} == \
         {k for k in keys if ".bn2." not in k and "stem.2." not in k}
+
+
+@pytest.mark.parametrize("affine, relu", [(True, True), (True, False), (False, True)])
+def test_fuse_epilogue_equals_the_batchnorm_it_folds(affine, relu):
+    """One layer against BatchNorm2d (+ ReLU) itself, with an eps large enough that leaving it out shows."""
+    g = torch.Generator().manual_seed(3)
+    layer = randomise(Involution(32, 3, 1))
+    bn = torch.nn.BatchNorm2d(32, eps=0.3, affine=affine)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(32, generator=g))
+        bn.running_var.copy_(torch.rand(32, generator=g) + 0.1)
+        if affine:
+            bn.weight.copy_(torch.randn(32, generator=g))
+            bn.bias.copy_(torch.randn(32, generator=g))
+    bn.eval()
+    x = torch.randn(2, 32, 9, 9, generator=g)
+    with torch.no_grad():
+        ref = bn(layer(x))
+        ref = ref.relu() if relu else ref
+        layer.fuse_epilogue(bn, relu)
+        torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
