@@ -107,12 +107,13 @@ def involution_translation(x, weight, kernel_size: int, stride: int, padding: in
 
     An omitted scale/shift becomes a constant of ones/zeros over x's channel count (static in every RedNet).
     """
-    channels = x.shape[1] if x.shape is not None else None
-    if (scale is None or shift is None) and not isinstance(channels, int):
-        raise ValueError(f"involution: exporting without scale/shift needs a static channel count, x has {x.shape}")
-    ones, zeros = identity_epilogue(channels, x.dtype.value) if isinstance(channels, int) else (None, None)
-    scale = op.Constant(value=ones) if scale is None else scale
-    shift = op.Constant(value=zeros) if shift is None else shift
+    if scale is None or shift is None:
+        channels = x.shape[1] if x.shape is not None else None
+        if not isinstance(channels, int):
+            raise ValueError(f"involution: exporting without scale/shift needs a static channel count, x has {x.shape}")
+        ones, zeros = identity_epilogue(channels, x.dtype.value)
+        scale = op.Constant(value=ones) if scale is None else scale
+        shift = op.Constant(value=zeros) if shift is None else shift
     return rednet_opset.Involution(x, weight, scale, shift, kernel_size=kernel_size, stride=stride, padding=padding,
                                    dilation=dilation, groups=groups, activation=activation,
                                    plugin_version=TRT["plugin_version"], plugin_namespace=TRT["plugin_namespace"])

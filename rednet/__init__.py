@@ -9,5 +9,5 @@ from .registry import MODELS, create_model, get_entry, list_models
 __version__ = "0.1.0"
 
 __all__ = ["ops", "CheckpointError", "load_checkpoint", "read_state_dict", "count_macs", "count_params",
-           "Involution", "fuse_involution_epilogues", "RedNet", "RedNetClassifier", "RedNetConfig", "MODELS", "create_model", "get_entry",
-           "list_models", "__version__"]
+           "Involution", "fuse_involution_epilogues", "RedNet", "RedNetClassifier", "RedNetConfig", "MODELS",
+           "create_model", "get_entry", "list_models", "__version__"]

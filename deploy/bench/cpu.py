@@ -216,19 +216,19 @@ def profile_ops(threads: int, batch: int, runs: int, progress: Callable[[str], N
     for label, level in PROFILE_LEVELS.items():
         session = create_session(proto, intra_op_threads=threads, enable_profiling=True,
                                  optimization=getattr(ort.GraphOptimizationLevel, level))
-        session.run(None, {"input": x})  # warm-up, excluded below
+        session.run(None, {"input": x})  # warm-up: excluded from the wall time and from the op times
         t0 = time.perf_counter()
         for _ in range(runs):
             session.run(None, {"input": x})
         wall_ms = (time.perf_counter() - t0) * 1e3 / runs
         profile = Path(session.end_profiling())
-        events = [e for e in json.loads(profile.read_text()) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        events = sorted((e for e in json.loads(profile.read_text())
+                         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")), key=lambda e: e["ts"])
         profile.unlink()
         per_op: dict[str, float] = {}
-        for e in events:
+        for e in events[len(events) // (runs + 1):]:  # every run executes the same nodes; the first run's are dropped
             per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1e3
-        total_runs = runs + 1
-        ms = {op: round(t / total_runs, 2) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])}
+        ms = {op: round(t / runs, 2) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])}
         result[label] = {"wall_ms": round(wall_ms, 1), "op_ms": ms}
         progress(f"  profile {label}, batch {batch}: {wall_ms:.0f} ms/run; " +
                  ", ".join(f"{op} {t:.1f}" for op, t in list(ms.items())[:8]))
