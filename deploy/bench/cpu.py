@@ -10,7 +10,10 @@ op:    every distinct involution shape of RedNet-50 (224×224): our kernel (sing
 model: RedNet-50 vs ResNet-50, batch 1 and 8, on every CPU runtime a user would pick: ONNX Runtime (with our op;
        and RedNet-50 through function bodies, the naive export), PyTorch eager (our op), torch.compile (inductor
        with freezing; involution as plain PyTorch it can fuse) and OpenVINO (the inlined export), all timed in
-       the same interleaved rounds so they see the same machine.
+       the same interleaved rounds so they see the same machine. A floor row runs RedNet-50 with its involutions
+       removed on ONNX Runtime: the ratio no involution implementation can beat.
+profile: ONNX Runtime's per-node times of RedNet-50, by op type and by role (main-path conv, kernel generation,
+       the op, layout conversions), which bounds what fusing kernel generation into the op could save.
 """
 from __future__ import annotations
 
@@ -150,6 +153,22 @@ def _openvino_runner(proto, threads: int, tmp: Path) -> Callable[[np.ndarray], o
     return lambda batch: compiled(batch)
 
 
+# RedNet-50 whose involutions (kernel generation, op and the folded BatchNorm + ReLU) cost nothing: what any
+# involution implementation adds on top of this is the most a faster one can win back
+FLOOR_MODEL = "rednet50, involutions removed"
+
+
+def without_involutions(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (in eval mode) with every Involution and the BatchNorm + ReLU it folds replaced by the involution's
+    own kernel-generation pool (identity at stride 1), so shapes and everything else stay as they are."""
+    rednet.fuse_involution_epilogues(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, rednet.Involution):
+                parent._modules[name] = child.avgpool
+    return model
+
+
 def model_runners(threads: int, tmp: Path, progress: Callable[[str], None]) -> dict[tuple[str, str], Callable]:
     """(model, runtime) → callable on a float32 batch, every runtime on ``threads`` threads and the same weights."""
     torch.set_num_threads(threads)
@@ -168,6 +187,9 @@ def model_runners(threads: int, tmp: Path, progress: Callable[[str], None]) -> d
         inlined = proto if name == "resnet50" else to_onnx(ExportOptions(name, inline_function=True), model=model)
         runners[name, "openvino"] = _openvino_runner(inlined, threads, tmp)
         progress(f"  {name}: exported and loaded on {', '.join(r for m, r in runners if m == name)}")
+    floor = without_involutions(rednet.create_model("rednet50").eval())
+    runners[FLOOR_MODEL, "onnxruntime"] = OnnxRuntimeBackend(to_onnx(ExportOptions("rednet50"), model=floor),
+                                                             intra_op_threads=threads, allow_spinning=False)
     if unavailable_reason() is None:
         for name in ("resnet50", "rednet50"):
             path = tmp / f"{name}.fp16.onnx"
@@ -207,11 +229,13 @@ PROFILE_LEVELS = {"all (NCHWc layout)": "ORT_ENABLE_ALL", "extended (no NCHWc)":
 
 
 def profile_ops(threads: int, batch: int, runs: int, progress: Callable[[str], None]) -> dict:
-    """RedNet-50 on ONNX Runtime, ms per run by op type from its profiler, at each graph optimisation level that
-    decides the layout conversions (Reorder* nodes, NCHWc ↔ NCHW around our NCHW-only op)."""
+    """RedNet-50 on ONNX Runtime, ms per run by op type and by role (:func:`node_role`) from its profiler, at each
+    graph optimisation level that decides the layout conversions (Reorder* nodes, NCHWc ↔ NCHW around our
+    NCHW-only op)."""
     import onnxruntime as ort
     proto = to_onnx(ExportOptions("rednet50"), model=rednet.create_model("rednet50").eval())
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    roles = graph_roles(proto)
     result = {}
     for label, level in PROFILE_LEVELS.items():
         session = create_session(proto, intra_op_threads=threads, enable_profiling=True,
@@ -226,13 +250,50 @@ def profile_ops(threads: int, batch: int, runs: int, progress: Callable[[str], N
                          if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")), key=lambda e: e["ts"])
         profile.unlink()
         per_op: dict[str, float] = {}
+        per_role: dict[str, float] = {}
         for e in events[len(events) // (runs + 1):]:  # every run executes the same nodes; the first run's are dropped
             per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1e3
-        ms = {op: round(t / runs, 2) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])}
-        result[label] = {"wall_ms": round(wall_ms, 1), "op_ms": ms}
+            role = node_role(e, roles)
+            per_role[role] = per_role.get(role, 0.0) + e["dur"] / 1e3
+        ms, role_ms = ({k: round(t / runs, 2) for k, t in sorted(d.items(), key=lambda kv: -kv[1])}
+                       for d in (per_op, per_role))
+        result[label] = {"wall_ms": round(wall_ms, 1), "op_ms": ms, "role_ms": role_ms}
         progress(f"  profile {label}, batch {batch}: {wall_ms:.0f} ms/run; " +
-                 ", ".join(f"{op} {t:.1f}" for op, t in list(ms.items())[:8]))
+                 ", ".join(f"{op} {t:.1f}" for op, t in list(ms.items())[:8]) + "; by role: " +
+                 ", ".join(f"{role} {t:.1f}" for role, t in role_ms.items()))
     return result
+
+
+def graph_roles(proto) -> dict:
+    """What each convolution of an exported RedNet does (names as the profiler reports them: the node's name, or its
+    output's for the layout-converted and activation-fused ones), and the channel counts of the generated kernels."""
+    nodes = proto.graph.node
+    involutions = [n for n in nodes if n.op_type == "Involution"]
+    generated = {n.input[1] for n in involutions}
+    span = [n for n in nodes if n.op_type == "Conv" and n.output[0] in generated]
+    reduced = {n.input[0] for n in span}
+    reduce = [n for n in nodes if n.output[0] in reduced or (n.op_type == "Conv" and any(
+        m.op_type == "Relu" and m.input[0] == n.output[0] and m.output[0] in reduced for m in nodes))]
+    kernel_channels = set()
+    for n in involutions:
+        a = {attr.name: attr.i for attr in n.attribute}
+        kernel_channels.add(a["groups"] * a["kernel_size"] ** 2)
+    return {"span": {name for n in span for name in (n.name, n.output[0])},
+            "reduce": {name for n in reduce for name in (n.name, n.output[0])}, "kernel_channels": kernel_channels}
+
+
+def node_role(event: dict, roles: dict) -> str:
+    """A profiler node event's role in RedNet: the split that says what fusing kernel generation into the op could
+    save (the span conv and the layout conversion of the kernel it writes) and what it could not."""
+    op, name = event["args"]["op_name"], event["name"].removesuffix("_kernel_time").removesuffix("_nchwc")
+    if op in ("Conv", "FusedConv"):
+        return ("kernel generation: span conv" if name in roles["span"] else
+                "kernel generation: reduce conv" if name in roles["reduce"] else "conv, main path")
+    if op.startswith("Reorder"):
+        shape = event["args"].get("output_type_shape") or [{"": [0, 0]}]
+        channels = next(iter(shape[0].values()))[1]
+        return "reorder of a generated kernel" if channels in roles["kernel_channels"] else "other reorders"
+    return "involution op" if op == "Involution" else "other"
 
 
 def ratios(models: list[dict]) -> dict:
@@ -240,6 +301,9 @@ def ratios(models: list[dict]) -> dict:
     by = {(r["model"], r["runtime"], r["batch"]): r for r in models}
     out = {}
     for (model, runtime, batch), row in by.items():
+        if model == FLOOR_MODEL:
+            out[f"{FLOOR_MODEL} / resnet50 onnxruntime, batch {batch} (the floor)"] = paired_ratio(
+                row, by["resnet50", "onnxruntime", batch])
         if model != "rednet50":
             continue
         baseline = by.get(("resnet50", "onnxruntime" if runtime == "onnxruntime function body" else runtime, batch))
@@ -270,7 +334,8 @@ def plot(result: dict, path: Path) -> None:
     ax1.legend()
     models = result["model"]
     runtimes = list(dict.fromkeys(r["runtime"] for r in models))
-    bars = [(model, batch) for batch in sorted({r["batch"] for r in models}) for model in ("rednet50", "resnet50")]
+    bars = [(model, batch) for batch in sorted({r["batch"] for r in models})
+            for model in ("rednet50", FLOOR_MODEL, "resnet50")]
     width = 0.8 / len(bars)
     for i, (model, batch) in enumerate(bars):
         rows = [next((r for r in models if (r["model"], r["runtime"], r["batch"]) == (model, rt, batch)), None)
