@@ -178,16 +178,22 @@ int main() {
   RunCase(1, 32, 4, 112, {3, 1, 1, 1, 2}, rng);
   RunCase(1, 32, 3, 119, {7, 1, 3, 1, 1}, rng);
   cases += 12;
-  // the AVX-512 planar path (K3, stride 1, dilation 1): every width 1..40 (column tails, tiles whose window leaves
-  // the row on both sides), heights 1..9 (row tiles of 4 with remainders 2 and 1, rows above and below the tensor),
-  // group widths 1..17 (channel tiles of 4 with single-channel remainders), padding 0, 1 and 2
+  // the AVX-512 planar path (K3 and K7, stride 1, dilation 1): K3 at every width 1..40 (column tails, tiles whose
+  // window leaves the row on both sides), heights 1..9 (row tiles of 4 with remainders 2 and 1, rows above and below
+  // the tensor), group widths 1..17 (channel tiles of 4 with single-channel remainders), padding 0, 1 and 2
   for (int64_t w = 1; w <= 40; ++w) {
     const int64_t h = 1 + w % 9, cg = 1 + w % 17, groups = 1 + w % 2;
     const int64_t pad = h >= 3 && w % 5 == 0 ? 0 : w % 7 == 0 ? 2 : 1;
     RunCase(1 + w % 2, groups * cg, h, w, {3, 1, pad, 1, groups}, rng);
   }
   RunCase(1, 21, 37, 19, {3, 1, 1, 1, 1}, rng);  // bands of unequal height, 4-row tiles across a band's end
-  cases += 41;
+  // K7 on the planar path (output widths a multiple of 16) with the same remainders, padding 3, 2 and 0
+  RunCase(2, 10, 9, 16, {7, 1, 3, 1, 2}, rng);
+  RunCase(1, 17, 6, 32, {7, 1, 3, 1, 1}, rng);
+  RunCase(1, 3, 37, 16, {7, 1, 3, 1, 1}, rng);
+  RunCase(1, 12, 7, 18, {7, 1, 2, 1, 2}, rng);
+  RunCase(1, 4, 10, 22, {7, 1, 0, 1, 1}, rng);
+  cases += 46;
   cases += RunExtremeAttributeCases(rng);
 
   const int64_t x_ok[4] = {1, 32, 9, 9}, w_ok[4] = {1, 18, 9, 9};
