@@ -3,6 +3,7 @@
 // one channel block, ragged row tiles), plus every contract rejection. Exit code 0 only when all pass; built
 // with sanitizers by `make asan-test`.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <new>
@@ -224,13 +225,15 @@ int main() {
     RunCase(1 + w % 2, groups * cg, h, w, {3, 1, pad, 1, groups}, rng);
   }
   RunCase(1, 21, 37, 19, {3, 1, 1, 1, 1}, rng);  // bands of unequal height, 4-row tiles across a band's end
-  // K7 on the planar path (output widths a multiple of 16) with the same remainders, padding 3, 2 and 0
-  RunCase(2, 10, 9, 16, {7, 1, 3, 1, 2}, rng);
-  RunCase(1, 17, 6, 32, {7, 1, 3, 1, 1}, rng);
-  RunCase(1, 3, 37, 16, {7, 1, 3, 1, 1}, rng);
-  RunCase(1, 12, 7, 18, {7, 1, 2, 1, 2}, rng);
-  RunCase(1, 4, 10, 22, {7, 1, 0, 1, 1}, rng);
-  cases += 46;
+  // K7 on the planar path (output widths a multiple of 16) with the same remainders: output heights 1..6 and 33 (two
+  // bands), group widths 1..17, padding 3, 2 and 0
+  for (int64_t i = 0; i < 7; ++i) {
+    const int64_t pad = std::array<int64_t, 3>{3, 2, 0}[i % 3], out_w = 16 * (1 + i % 2);
+    const int64_t out_h = std::array<int64_t, 7>{1, 2, 3, 5, 6, 33, 4}[i];
+    const int64_t cg = std::array<int64_t, 7>{1, 5, 17, 4, 3, 9, 16}[i], groups = 1 + i % 2;
+    RunCase(1 + i / 4, groups * cg, out_h + 6 - 2 * pad, out_w + 6 - 2 * pad, {7, 1, pad, 1, groups}, rng);
+  }
+  cases += 48;
   cases += RunExtremeAttributeCases(rng);
 
   const int64_t x_ok[4] = {1, 32, 9, 9}, w_ok[4] = {1, 18, 9, 9};
