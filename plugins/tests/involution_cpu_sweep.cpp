@@ -68,7 +68,8 @@ void RunCase(int64_t n, int64_t c, int64_t h, int64_t w, InvolutionAttrs a, std:
   for (auto& v : x) v = dist(rng);
   for (auto& v : weight) v = dist(rng);
   if (fused) {
-    for (auto& v : scale) v = 1.0f + 0.5f * dist(rng);
+    // negative scales on odd channels: ReLU then clips what the accumulation left positive
+    for (size_t i = 0; i < scale.size(); ++i) scale[i] = (i % 2 ? -1.0f : 1.0f) * (1.0f + 0.5f * dist(rng));
     for (auto& v : shift) v = dist(rng);
   }
   using rednet::testing::kFloat16;
@@ -177,6 +178,16 @@ int main() {
   RunCase(1, 32, 4, 112, {3, 1, 1, 1, 2}, rng);
   RunCase(1, 32, 3, 119, {7, 1, 3, 1, 1}, rng);
   cases += 12;
+  // the AVX-512 planar path (K3, stride 1, dilation 1): every width 1..40 (column tails, tiles whose window leaves
+  // the row on both sides), heights 1..9 (row tiles of 4 with remainders 2 and 1, rows above and below the tensor),
+  // group widths 1..17 (channel tiles of 4 with single-channel remainders), padding 0, 1 and 2
+  for (int64_t w = 1; w <= 40; ++w) {
+    const int64_t h = 1 + w % 9, cg = 1 + w % 17, groups = 1 + w % 2;
+    const int64_t pad = h >= 3 && w % 5 == 0 ? 0 : w % 7 == 0 ? 2 : 1;
+    RunCase(1 + w % 2, groups * cg, h, w, {3, 1, pad, 1, groups}, rng);
+  }
+  RunCase(1, 21, 37, 19, {3, 1, 1, 1, 1}, rng);  // bands of unequal height, 4-row tiles across a band's end
+  cases += 41;
   cases += RunExtremeAttributeCases(rng);
 
   const int64_t x_ok[4] = {1, 32, 9, 9}, w_ok[4] = {1, 18, 9, 9};
