@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 #include <thread>
@@ -77,14 +78,29 @@ class SpinPool {
   void* arg_ = nullptr;
 };
 
+// Tensors 64-byte aligned, as ONNX Runtime's and PyTorch's CPU allocators hand them to the op.
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const Aligned64&) const { return true; }
+  bool operator!=(const Aligned64&) const { return false; }
+};
+template <typename T>
+using Tensor = std::vector<T, Aligned64<T>>;
+
 struct Timing {
   double median_us, min_us;
 };
 
 template <typename T>
 Timing Measure(SpinPool& pool, const rednet::InvolutionAttrs& a, const rednet::InvolutionShape& s,
-                          const std::vector<T>& x, const std::vector<T>& w, const std::vector<T>& scale,
-                          const std::vector<T>& shift, std::vector<T>& y, int rounds) {
+                          const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& scale,
+                          const Tensor<T>& shift, Tensor<T>& y, int rounds) {
   const int64_t items = rednet::InvolutionCpuWorkItems(a, s);
   auto call = [&] {
     pool.Run(items, [&](int64_t i) {
@@ -131,23 +147,23 @@ int main(int argc, char** argv) {
                                     rednet::kActivationRelu};
     const int64_t ho = rednet::InvolutionOutputSize(b.h, a), wo = rednet::InvolutionOutputSize(b.w, a);
     const rednet::InvolutionShape s{batch, b.c, b.h, b.w, ho, wo};
-    std::vector<float> x(batch * b.c * b.h * b.w), w(batch * a.groups * b.kernel_size * b.kernel_size * ho * wo);
+    Tensor<float> x(batch * b.c * b.h * b.w), w(batch * a.groups * b.kernel_size * b.kernel_size * ho * wo);
     for (auto& v : x) v = dist(rng);
     for (auto& v : w) v = dist(rng);
-    std::vector<float> scale(b.c), shift(b.c);
+    Tensor<float> scale(b.c), shift(b.c);
     for (auto& v : scale) v = 1.0f + 0.1f * dist(rng);
     for (auto& v : shift) v = dist(rng);
     Timing t;
     if (half) {
-      auto to_half = [](const std::vector<float>& v) {
-        std::vector<uint16_t> h(v.size());
+      auto to_half = [](const Tensor<float>& v) {
+        Tensor<uint16_t> h(v.size());
         std::transform(v.begin(), v.end(), h.begin(), rednet::FloatToHalf);
         return h;
       };
-      std::vector<uint16_t> yh(batch * b.c * ho * wo);
+      Tensor<uint16_t> yh(batch * b.c * ho * wo);
       t = Measure(pool, a, s, to_half(x), to_half(w), to_half(scale), to_half(shift), yh, rounds);
     } else {
-      std::vector<float> y(batch * b.c * ho * wo);
+      Tensor<float> y(batch * b.c * ho * wo);
       t = Measure(pool, a, s, x, w, scale, shift, y, rounds);
     }
     const double macs = double(batch) * b.c * ho * wo * b.kernel_size * b.kernel_size;
