@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import rednet
-from deploy.bench.cpu import graph_roles, node_role, without_involutions
+from deploy.bench.cpu import FLOOR_MODEL, evaluate_targets, graph_roles, node_role, ratios, without_involutions
 from export import ExportOptions, to_onnx
 
 
@@ -40,7 +40,8 @@ def test_graph_roles_find_each_involutions_kernel_generation():
 
 
 def event(op, name, channels=64):
-    return {"name": f"{name}_kernel_time", "args": {"op_name": op, "output_type_shape": [{"float": [1, channels, 7, 7]}]}}
+    shape = [{"float": [1, channels, 7, 7]}]
+    return {"name": f"{name}_kernel_time", "args": {"op_name": op, "output_type_shape": shape}}
 
 
 @pytest.mark.parametrize("e, role", [
@@ -55,3 +56,37 @@ def event(op, name, channels=64):
 def test_profiler_events_get_their_role(e, role):
     roles = {"span": {"span_out"}, "reduce": {"reduce_relu"}, "kernel_channels": {196}}
     assert node_role(e, roles) == role
+
+
+def model_row(model, runtime, batch, ms):
+    return {"model": model, "runtime": runtime, "batch": batch, "median_ms": ms, "round_medians_ms": [ms] * 3}
+
+
+def test_targets_report_each_batch_and_the_involution_branch_against_what_the_target_allows():
+    rows = []
+    for batch, scale in ((1, 1), (8, 8)):
+        rows += [model_row("resnet50", "onnxruntime", batch, 30.0 * scale),
+                 model_row("rednet50", "onnxruntime", batch, 27.0 * scale),
+                 model_row(FLOOR_MODEL, "onnxruntime", batch, 18.0 * scale),
+                 model_row("rednet50", "torch.compile", batch, (40.0 if batch == 1 else 30.0) * scale),
+                 model_row("resnet50", "torch eager", batch, 60.0 * scale),
+                 model_row("rednet50", "torch eager", batch, 57.0 * scale)]
+    op = [{"x": [1, 64, 56, 56], "kernel_size": 7, "stride": 1, "gmac_per_s_ours": 80.0},
+          {"x": [1, 32, 112, 112], "kernel_size": 3, "stride": 1, "gmac_per_s_ours": 40.0}]
+    met = evaluate_targets(rows, ratios(rows), op, gemm_gmac_per_s=160.0)
+    ort = met["rednet50_over_resnet50_onnxruntime"]
+    assert ort["values"] == {1: pytest.approx(0.9), 8: pytest.approx(0.9)} and ort["met"] is False
+    assert ort["involution_branch_ms"] == {1: pytest.approx(9.0), 8: pytest.approx(72.0)}
+    assert ort["branch_ms_the_target_allows"] == {1: pytest.approx(3.0), 8: pytest.approx(24.0)}
+    compiled = met["torch_compile_over_ours"]
+    assert compiled["values"] == {1: pytest.approx(40 / 27), 8: pytest.approx(30 / 27)}
+    assert compiled["met"] is False  # batch 8 misses 1.3 while batch 1 makes it
+    assert met["rednet50_over_resnet50_torch_eager"] == {"values": {1: pytest.approx(0.95), 8: pytest.approx(0.95)},
+                                                        "met": True}
+    assert met["op_fraction_of_gemm"]["values"] == {"64x56^2 K7 s1": 0.5, "32x112^2 K3 s1": 0.25}
+    assert met["op_fraction_of_gemm"]["met"] is False
+
+
+def test_no_measurement_is_not_a_met_target():
+    met = evaluate_targets([], {}, [], gemm_gmac_per_s=160.0)
+    assert not any(v["met"] for v in met.values())
