@@ -413,7 +413,7 @@ def run(out_dir: Path, threads: int = 2, repeats: int = 10, rounds: int = 5, op_
     progress(f"model benchmark (CPU runtimes, {threads} threads, {rounds} interleaved rounds)")
     models = bench_models(threads, tuple(model_batches), rounds, progress)
     progress(f"ONNX Runtime profile of RedNet-50 by op type, batch {max(model_batches)}")
-    profile = profile_ops(threads, max(model_batches), runs=4, progress=progress)
+    profile = profile_ops(threads, max(model_batches), runs=10, progress=progress)
     result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models,
               "ratios": ratios(models), "onnxruntime_profile": profile, "targets": TARGETS}
     result["targets_met"] = evaluate_targets(models, result["ratios"], op, gemm)
