@@ -268,12 +268,13 @@ def graph_roles(proto) -> dict:
     """What each convolution of an exported RedNet does (names as the profiler reports them: the node's name, or its
     output's for the layout-converted and activation-fused ones), and the channel counts of the generated kernels."""
     nodes = proto.graph.node
+    producer = {n.output[0]: n for n in nodes}
     involutions = [n for n in nodes if n.op_type == "Involution"]
-    generated = {n.input[1] for n in involutions}
-    span = [n for n in nodes if n.op_type == "Conv" and n.output[0] in generated]
-    reduced = {n.input[0] for n in span}
-    reduce = [n for n in nodes if n.output[0] in reduced or (n.op_type == "Conv" and any(
-        m.op_type == "Relu" and m.input[0] == n.output[0] and m.output[0] in reduced for m in nodes))]
+    span = [producer[n.input[1]] for n in involutions]
+    reduce = []  # the reduce conv and the ReLU after it (ONNX Runtime names the fused pair after the ReLU's output)
+    for n in span:
+        relu = producer[n.input[0]]
+        reduce += [relu, producer[relu.input[0]]]
     kernel_channels = set()
     for n in involutions:
         a = {attr.name: attr.i for attr in n.attribute}
@@ -296,21 +297,26 @@ def node_role(event: dict, roles: dict) -> str:
     return "involution op" if op == "Involution" else "other"
 
 
+def ratio_key(numerator: str, denominator: str, batch: int) -> str:
+    return f"{numerator} / {denominator}, batch {batch}"
+
+
 def ratios(models: list[dict]) -> dict:
     """RedNet-50 / ResNet-50 per runtime, and torch.compile's RedNet-50 / ours, from paired rounds."""
     by = {(r["model"], r["runtime"], r["batch"]): r for r in models}
     out = {}
     for (model, runtime, batch), row in by.items():
         if model == FLOOR_MODEL:
-            out[f"{FLOOR_MODEL} / resnet50 onnxruntime, batch {batch} (the floor)"] = paired_ratio(
+            out[ratio_key(FLOOR_MODEL, "resnet50 onnxruntime", batch) + " (the floor)"] = paired_ratio(
                 row, by["resnet50", "onnxruntime", batch])
         if model != "rednet50":
             continue
         baseline = by.get(("resnet50", "onnxruntime" if runtime == "onnxruntime function body" else runtime, batch))
         if baseline is not None:
-            out[f"rednet50 {runtime} / resnet50 {baseline['runtime']}, batch {batch}"] = paired_ratio(row, baseline)
+            key = ratio_key(f"rednet50 {runtime}", f"resnet50 {baseline['runtime']}", batch)
+            out[key] = paired_ratio(row, baseline)
         if runtime == "torch.compile":
-            out[f"rednet50 torch.compile / rednet50 onnxruntime, batch {batch}"] = paired_ratio(
+            out[ratio_key("rednet50 torch.compile", "rednet50 onnxruntime", batch)] = paired_ratio(
                 row, by["rednet50", "onnxruntime", batch])
     return out
 
@@ -333,8 +339,9 @@ def evaluate_targets(models: list[dict], ratios_: dict, op: list[dict], gemm_gma
     by = {(r["model"], r["runtime"], r["batch"]): r for r in models}
     batches = sorted({r["batch"] for r in models})
 
-    def ratio(label: str) -> dict:
-        return {b: ratios_[label.format(b=b)]["median"] for b in batches if label.format(b=b) in ratios_}
+    def ratio(numerator: str, denominator: str) -> dict:
+        keys = {b: ratio_key(numerator, denominator, b) for b in batches}
+        return {b: ratios_[key]["median"] for b, key in keys.items() if key in ratios_}
 
     def verdict(values: dict, target: dict) -> dict:
         met = bool(values) and all(v <= target["max"] if "max" in target else v >= target["min"]
@@ -342,7 +349,7 @@ def evaluate_targets(models: list[dict], ratios_: dict, op: list[dict], gemm_gma
         return {"values": values, "met": met}
 
     t = TARGETS
-    ort = verdict(ratio("rednet50 onnxruntime / resnet50 onnxruntime, batch {b}"),
+    ort = verdict(ratio("rednet50 onnxruntime", "resnet50 onnxruntime"),
                   t["rednet50_over_resnet50_onnxruntime"])
     if all((FLOOR_MODEL, "onnxruntime", b) in by for b in batches):
         median = {b: {m: by[m, "onnxruntime", b]["median_ms"] for m in ("rednet50", "resnet50", FLOOR_MODEL)}
@@ -355,9 +362,9 @@ def evaluate_targets(models: list[dict], ratios_: dict, op: list[dict], gemm_gma
                  for r in op}
     return {
         "rednet50_over_resnet50_onnxruntime": ort,
-        "torch_compile_over_ours": verdict(ratio("rednet50 torch.compile / rednet50 onnxruntime, batch {b}"),
+        "torch_compile_over_ours": verdict(ratio("rednet50 torch.compile", "rednet50 onnxruntime"),
                                            t["torch_compile_over_ours"]),
-        "rednet50_over_resnet50_torch_eager": verdict(ratio("rednet50 torch eager / resnet50 torch eager, batch {b}"),
+        "rednet50_over_resnet50_torch_eager": verdict(ratio("rednet50 torch eager", "resnet50 torch eager"),
                                                       t["rednet50_over_resnet50_torch_eager"]),
         "op_fraction_of_gemm": verdict(fractions, t["op_fraction_of_gemm"]),
     }
