@@ -84,7 +84,8 @@ std::vector<T> ToLayout(const std::vector<float>& nchw, int64_t n, int64_t c, in
 struct Case {
   int64_t n, c, h, w;
   InvolutionAttrs attrs;  // incl. the activation
-  int64_t pitch_extra;    // channel-last: pitch = C + pitch_extra (x, y) and G*K*K + pitch_extra (weight)
+  int64_t pitch_extra;    // channel-last: pitch = C + pitch_extra (x), C + 2*pitch_extra (y: a different pitch, as
+                          // for a channel slice of a wider tensor) and G*K*K + pitch_extra (weight)
 };
 
 std::string Describe(const Case& k, const char* type, Layout layout, KernelId id) {
@@ -115,7 +116,8 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
                           rednet::InvolutionOutputSize(k.w, a)};
   const int64_t x_pitch = layout == Layout::kNHWC ? k.c + k.pitch_extra : 0;
   const int64_t w_pitch = layout == Layout::kNHWC ? a.groups * taps + k.pitch_extra : 0;
-  const rednet::TensorLayout tensor_layout{layout, x_pitch, w_pitch, x_pitch};
+  const int64_t y_pitch = layout == Layout::kNHWC ? k.c + 2 * k.pitch_extra : 0;
+  const rednet::TensorLayout tensor_layout{layout, x_pitch, w_pitch, y_pitch};
   const rednet::InvolutionProblem problem{int(sizeof(T)), tensor_layout, a, s, true};
   const KernelId chosen = rednet::ChooseInvolutionKernel(problem);
   if (!rednet::CheckInvolutionAttrs(a).empty() || s.out_h < 1 || s.out_w < 1 ||
@@ -144,12 +146,12 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
   std::vector<T> scale_t(scale.size()), shift_t(shift.size());
   for (size_t i = 0; i < scale.size(); ++i) scale_t[i] = Store<T>(scale[i]), shift_t[i] = Store<T>(shift[i]);
   const std::vector<float> y_nan(size_t(k.n * k.c * s.out_h * s.out_w), std::nanf(""));
-  const rednet::TensorStrides ys = rednet::LayoutStrides(layout, k.c, s.out_h, s.out_w, x_pitch);
+  const rednet::TensorStrides ys = rednet::LayoutStrides(layout, k.c, s.out_h, s.out_w, y_pitch);
 
   auto run = [&](KernelId id) {
     const std::string name = Describe(k, kHalf ? "fp16" : "fp32", layout, id);
     // y: padding channels hold the marker, data elements NaN until written
-    std::vector<T> y_l = ToLayout<T>(y_nan, k.n, k.c, s.out_h, s.out_w, layout, x_pitch, marker);
+    std::vector<T> y_l = ToLayout<T>(y_nan, k.n, k.c, s.out_h, s.out_w, layout, y_pitch, marker);
     const bool tiled = rednet::VisitTiledKernel(id, [&](auto tile) {
       using Tile = decltype(tile);
       const rednet::TiledArgs<T> args{x_l.data(),     w_l.data(), scale_t.data(), shift_t.data(), y_l.data(),
@@ -180,8 +182,8 @@ void RunCase(const Case& k, Layout layout, std::mt19937& rng) {
     if (layout == Layout::kNHWC) {
       size_t touched = 0;
       for (int64_t pixel = 0; pixel < k.n * s.out_h * s.out_w; ++pixel)
-        for (int64_t ic = k.c; ic < x_pitch; ++ic)
-          touched += std::memcmp(&y_l[size_t(pixel * x_pitch + ic)], &marker, sizeof(T)) != 0;
+        for (int64_t ic = k.c; ic < y_pitch; ++ic)
+          touched += std::memcmp(&y_l[size_t(pixel * y_pitch + ic)], &marker, sizeof(T)) != 0;
       Expect(touched == 0, name + ": " + std::to_string(touched) + " padding channels of y were written");
     }
   };
