@@ -14,7 +14,7 @@ constexpr int kChannelBlock = 16;  // RedNet's group width: one block covers a w
 
 struct InvolutionParams {
   int64_t total;  // N * G * Ho * Wo output pixels
-  int64_t c, h, w, out_h, out_w, groups, group_channels;
+  int64_t h, w, out_h, out_w, groups, group_channels;
   int kernel_size, stride, padding, dilation;
   int activation;
   InvolutionStrides strides;  // of x, weight, y in their layout
@@ -22,7 +22,7 @@ struct InvolutionParams {
 
 inline InvolutionParams MakeInvolutionParams(const InvolutionAttrs& a, const InvolutionShape& s,
                                              const TensorLayout& layout = {}) {
-  return InvolutionParams{s.n * a.groups * s.out_h * s.out_w, s.c, s.h, s.w, s.out_h, s.out_w, a.groups,
+  return InvolutionParams{s.n * a.groups * s.out_h * s.out_w, s.h, s.w, s.out_h, s.out_w, a.groups,
                           s.c / a.groups, int(a.kernel_size), int(a.stride), int(a.padding), int(a.dilation),
                           int(a.activation), MakeInvolutionStrides(layout, a, s)};
 }
