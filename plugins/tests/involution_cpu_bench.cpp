@@ -3,7 +3,10 @@
 // atomic counter to `threads` spinning threads, like ONNX Runtime's ParallelFor; each shape reports the median and the
 // minimum of `rounds` timings of as many back-to-back calls as fill ~20 ms. Uses only the kernel's public API, so the same
 // source builds against another version of the kernel for A/B rounds.
-//   involution_cpu_bench [threads=1] [batch=1] [f32|f16] [rounds=7]  → one JSON object per shape on stdout
+// `cold`: each call starts with its tensors out of the cores' L1/L2 (a 64 MB write between calls, not timed), as in a
+// network where other layers ran in between; back-to-back calls (`hot`) find them in L2 at batch 1. The two bracket a
+// real run, and a change can win in one and lose in the other (dropping the weight prefetch did: 1.1x hot, 0.7x cold).
+//   involution_cpu_bench [threads=1] [batch=1] [f32|f16] [rounds=7] [hot|cold]  → one JSON object per shape on stdout
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -100,7 +103,7 @@ struct Timing {
 template <typename T>
 Timing Measure(SpinPool& pool, const rednet::InvolutionAttrs& a, const rednet::InvolutionShape& s,
                           const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& scale,
-                          const Tensor<T>& shift, Tensor<T>& y, int rounds) {
+                          const Tensor<T>& shift, Tensor<T>& y, int rounds, bool cold) {
   const int64_t items = rednet::InvolutionCpuWorkItems(a, s);
   auto call = [&] {
     pool.Run(items, [&](int64_t i) {
@@ -116,12 +119,25 @@ Timing Measure(SpinPool& pool, const rednet::InvolutionAttrs& a, const rednet::I
   const auto t0 = Clock::now();
   call();
   const double once = std::chrono::duration<double>(Clock::now() - t0).count();
-  const int calls = std::max(1, int(0.02 / std::max(once, 1e-7)));
+  // cold: 10 calls a round, each behind its own eviction (~10 ms)
+  const int calls = cold ? 10 : std::max(1, int(0.02 / std::max(once, 1e-7)));
   std::vector<double> us;
   for (int r = 0; r < rounds; ++r) {
-    const auto start = Clock::now();
-    for (int i = 0; i < calls; ++i) call();
-    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count() / calls);
+    double total = 0;
+    if (cold) {
+      static std::vector<char> evict(64 << 20);
+      for (int i = 0; i < calls; ++i) {
+        for (size_t byte = 0; byte < evict.size(); byte += 64) evict[byte] += 1;
+        const auto start = Clock::now();
+        call();
+        total += std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+      }
+    } else {
+      const auto start = Clock::now();
+      for (int i = 0; i < calls; ++i) call();
+      total = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+    }
+    us.push_back(total / calls);
   }
   std::sort(us.begin(), us.end());
   return {us[us.size() / 2], us.front()};
@@ -134,8 +150,10 @@ int main(int argc, char** argv) {
   const int64_t batch = argc > 2 ? std::atoll(argv[2]) : 1;
   const bool half = argc > 3 && std::strcmp(argv[3], "f16") == 0;
   const int rounds = argc > 4 ? std::atoi(argv[4]) : 7;
-  if (threads < 1 || batch < 1 || rounds < 1) {
-    std::fprintf(stderr, "usage: %s [threads>=1] [batch>=1] [f32|f16] [rounds>=1]\n", argv[0]);
+  const bool cold = argc > 5 && std::strcmp(argv[5], "cold") == 0;
+  if (threads < 1 || batch < 1 || rounds < 1 || (argc > 3 && std::strcmp(argv[3], "f16") != 0 && std::strcmp(argv[3], "f32") != 0) ||
+      (argc > 5 && !cold && std::strcmp(argv[5], "hot") != 0)) {
+    std::fprintf(stderr, "usage: %s [threads>=1] [batch>=1] [f32|f16] [rounds>=1] [hot|cold]\n", argv[0]);
     return 2;
   }
   SpinPool pool(threads);
@@ -161,16 +179,16 @@ int main(int argc, char** argv) {
         return h;
       };
       Tensor<uint16_t> yh(batch * b.c * ho * wo);
-      t = Measure(pool, a, s, to_half(x), to_half(w), to_half(scale), to_half(shift), yh, rounds);
+      t = Measure(pool, a, s, to_half(x), to_half(w), to_half(scale), to_half(shift), yh, rounds, cold);
     } else {
       Tensor<float> y(batch * b.c * ho * wo);
-      t = Measure(pool, a, s, x, w, scale, shift, y, rounds);
+      t = Measure(pool, a, s, x, w, scale, shift, y, rounds, cold);
     }
     const double macs = double(batch) * b.c * ho * wo * b.kernel_size * b.kernel_size;
     std::printf("{\"x\": [%lld, %lld, %lld, %lld], \"kernel_size\": %lld, \"stride\": %lld, \"dtype\": \"%s\", "
-                "\"threads\": %d, \"median_us\": %.2f, \"min_us\": %.2f, \"gmac_per_s\": %.2f}\n",
+                "\"threads\": %d, \"cache\": \"%s\", \"median_us\": %.2f, \"min_us\": %.2f, \"gmac_per_s\": %.2f}\n",
                 (long long)batch, (long long)b.c, (long long)b.h, (long long)b.w, (long long)b.kernel_size,
-                (long long)b.stride, half ? "f16" : "f32", threads, t.median_us, t.min_us, macs / t.median_us / 1e3);
+                (long long)b.stride, half ? "f16" : "f32", threads, cold ? "cold" : "hot", t.median_us, t.min_us, macs / t.median_us / 1e3);
   }
   return 0;
 }
