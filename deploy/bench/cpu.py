@@ -413,14 +413,16 @@ def plot(result: dict, path: Path) -> None:
 def run(out_dir: Path, threads: int = 2, repeats: int = 10, rounds: int = 5, op_batch: int = 1, model_batches=(1, 8),
         progress: Callable[[str], None] = print) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The profile first, while no other runtime has run in this process: after the model rounds (torch, OpenVINO)
+    # the same session measured ~10 % slower throughout (194 instead of 174-178 ms per run at batch 8).
+    progress(f"ONNX Runtime profile of RedNet-50 by op type, batch {max(model_batches)}")
+    profile = profile_ops(threads, max(model_batches), runs=10, progress=progress)
     progress(f"op benchmark (RedNet-50 involution shapes, {threads} threads)")
     op = bench_op(threads, op_batch, repeats, progress)
     gemm = gemm_gmac_per_s(threads, repeats)
     progress(f"  fp32 GEMM reference: {gemm:.1f} GMAC/s")
     progress(f"model benchmark (CPU runtimes, {threads} threads, {rounds} interleaved rounds)")
     models = bench_models(threads, tuple(model_batches), rounds, progress)
-    progress(f"ONNX Runtime profile of RedNet-50 by op type, batch {max(model_batches)}")
-    profile = profile_ops(threads, max(model_batches), runs=10, progress=progress)
     result = {"machine": machine_info(), "threads": threads, "op": op, "gemm_gmac_per_s": gemm, "model": models,
               "ratios": ratios(models), "onnxruntime_profile": profile, "targets": TARGETS}
     result["targets_met"] = evaluate_targets(models, result["ratios"], op, gemm)
