@@ -1,11 +1,12 @@
 // Op-level timing of the CPU kernel on RedNet-50's involution shapes (the list `deploy/bench/cpu.py` derives from
 // the model at 224×224). Built with the plugins, never run by the tests. Items are handed out one at a time from an
 // atomic counter to `threads` spinning threads, like ONNX Runtime's ParallelFor; each shape reports the median and the
-// minimum of `rounds` timings of as many back-to-back calls as fill ~20 ms. Uses only the kernel's public API, so the same
-// source builds against another version of the kernel for A/B rounds.
-// `cold`: each call starts with its tensors out of the cores' L1/L2 (a 64 MB write between calls, not timed), as in a
-// network where other layers ran in between; back-to-back calls (`hot`) find them in L2 at batch 1. The two bracket a
-// real run, and a change can win in one and lose in the other (dropping the weight prefetch did: 1.1x hot, 0.7x cold).
+// minimum of `rounds` timings, each the mean of as many back-to-back calls as fill ~20 ms (`hot`) or of 10 calls that
+// each start with their tensors out of the cores' L1/L2 (`cold`: a 64 MB write before each call, not timed), as in a
+// network where other layers ran in between. Back-to-back calls find the tensors mostly in L2 at batch 1. The two
+// bracket a real run, and a change can win in one and lose in the other (dropping the weight prefetch did: 1.1x hot,
+// 0.7x cold). Uses only the kernel's public API, so the same source builds against another version of the kernel for
+// A/B rounds.
 //   involution_cpu_bench [threads=1] [batch=1] [f32|f16] [rounds=7] [hot|cold]  → one JSON object per shape on stdout
 #include <algorithm>
 #include <atomic>
@@ -119,7 +120,7 @@ Timing Measure(SpinPool& pool, const rednet::InvolutionAttrs& a, const rednet::I
   const auto t0 = Clock::now();
   call();
   const double once = std::chrono::duration<double>(Clock::now() - t0).count();
-  // cold: 10 calls a round, each behind its own eviction (~10 ms)
+  // cold: 10 calls a round, each behind its own eviction (a few ms each)
   const int calls = cold ? 10 : std::max(1, int(0.02 / std::max(once, 1e-7)));
   std::vector<double> us;
   for (int r = 0; r < rounds; ++r) {
@@ -151,8 +152,9 @@ int main(int argc, char** argv) {
   const bool half = argc > 3 && std::strcmp(argv[3], "f16") == 0;
   const int rounds = argc > 4 ? std::atoi(argv[4]) : 7;
   const bool cold = argc > 5 && std::strcmp(argv[5], "cold") == 0;
-  if (threads < 1 || batch < 1 || rounds < 1 || (argc > 3 && std::strcmp(argv[3], "f16") != 0 && std::strcmp(argv[3], "f32") != 0) ||
-      (argc > 5 && !cold && std::strcmp(argv[5], "hot") != 0)) {
+  const bool dtype_ok = argc <= 3 || half || std::strcmp(argv[3], "f32") == 0;
+  const bool cache_ok = argc <= 5 || cold || std::strcmp(argv[5], "hot") == 0;
+  if (threads < 1 || batch < 1 || rounds < 1 || !dtype_ok || !cache_ok) {
     std::fprintf(stderr, "usage: %s [threads>=1] [batch>=1] [f32|f16] [rounds>=1] [hot|cold]\n", argv[0]);
     return 2;
   }
@@ -188,7 +190,8 @@ int main(int argc, char** argv) {
     std::printf("{\"x\": [%lld, %lld, %lld, %lld], \"kernel_size\": %lld, \"stride\": %lld, \"dtype\": \"%s\", "
                 "\"threads\": %d, \"cache\": \"%s\", \"median_us\": %.2f, \"min_us\": %.2f, \"gmac_per_s\": %.2f}\n",
                 (long long)batch, (long long)b.c, (long long)b.h, (long long)b.w, (long long)b.kernel_size,
-                (long long)b.stride, half ? "f16" : "f32", threads, cold ? "cold" : "hot", t.median_us, t.min_us, macs / t.median_us / 1e3);
+                (long long)b.stride, half ? "f16" : "f32", threads, cold ? "cold" : "hot", t.median_us, t.min_us,
+                macs / t.median_us / 1e3);
   }
   return 0;
 }

@@ -169,15 +169,17 @@ int main() {
   RunCase(1, 16, 1, 1, {7, 1, 3, 1, 1}, rng);    // 1×1 input
   RunCase(2, 48, 11, 13, {7, 2, 3, 1, 3}, rng);
   // the CPU kernel's specialised paths at RedNet's shapes and their edges: 32-channel groups (several channel
-  // blocks), widths a multiple of its 7-column blocks (weights read in place only) or not (a staged tail), rows
-  // wider than one 56-column weight chunk, bands of unequal height (> 32 output rows)
+  // blocks), widths a multiple of its 7-column blocks (weights read in place only) or not (a staged tail), 14- and
+  // 7-column blocks in one row (stride 1 and 2), rows wider than one 56-column weight chunk, bands of unequal height
+  // (> 32 output rows)
   RunCase(1, 64, 14, 14, {7, 1, 3, 1, 2}, rng);
   RunCase(2, 64, 15, 15, {7, 2, 3, 1, 2}, rng);
+  RunCase(1, 32, 9, 57, {7, 2, 3, 1, 2}, rng);  // 29 columns: two 14-column blocks in place, a staged 7-column tail
   RunCase(1, 32, 7, 7, {7, 1, 3, 1, 2}, rng);
   RunCase(1, 16, 37, 9, {7, 1, 3, 1, 1}, rng);
   RunCase(1, 32, 4, 112, {3, 1, 1, 1, 2}, rng);
   RunCase(1, 32, 3, 119, {7, 1, 3, 1, 1}, rng);
-  cases += 12;
+  cases += 13;
   // the AVX-512 planar path (K3, stride 1, dilation 1): every width 1..40 (column tails, tiles whose window leaves
   // the row on both sides), heights 1..9 (row tiles of 4 with remainders 2 and 1, rows above and below the tensor),
   // group widths 1..17 (channel tiles of 4 with single-channel remainders), padding 0, 1 and 2
