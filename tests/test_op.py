@@ -166,11 +166,13 @@ def test_fused_epilogue_matches_oracle(case, dtype, activation):
         assert (y >= 0).all() and (y == 0).any()
 
 
-def test_relu_alone_and_nan_passes():
-    x, weight = random_inputs(1, 16, 6, 6, 3, 1, 1, 1, 1)
+# (kernel, stride, padding): on AVX-512 the CPU kernel's planar path, its staged 7x7 block, its generic staged block
+@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (7, 1, 3), (3, 2, 1)], ids=["k3s1", "k7s1", "k3s2"])
+def test_relu_alone_and_nan_passes(k, s, p):
+    x, weight = random_inputs(1, 16, 6, 6, k, s, p, 1, 1)
     x[0, 3, 2, 2] = float("nan")
-    y = involution(x, weight, 3, 1, 1, 1, 1, activation=1)
-    plain = involution(x, weight, 3, 1, 1, 1, 1)
+    y = involution(x, weight, k, s, p, 1, 1, activation=1)
+    plain = involution(x, weight, k, s, p, 1, 1)
     assert y[0, 3].isnan().sum() == plain[0, 3].isnan().sum() > 0  # ReLU lets NaN through, like torch.relu
     finite = ~plain.isnan()
     assert torch.equal(y[finite], plain[finite].clamp_min(0))
