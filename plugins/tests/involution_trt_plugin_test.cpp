@@ -451,13 +451,16 @@ int main() {
          "capability interfaces");
   std::unique_ptr<InvolutionPlugin> copy(static_cast<InvolutionPlugin*>(plugin->clone()));
   Expect(copy && copy.get() != plugin.get() && SameAttrs(copy->attrs(), plugin->attrs()), "clone");
+  // the clone's serialised fields, their values copied out as TensorRT stores them (the names are kAttributeNames)
   const PluginFieldCollection* serialized = copy->getFieldsToSerialize();
-  copy.reset();  // the plugin made from the serialised fields must not depend on the original
   std::vector<int32_t> bytes;
   std::vector<PluginField> replay;
-  for (int i = 0; i < serialized->nbFields; ++i) bytes.push_back(*static_cast<const int32_t*>(plugin->getFieldsToSerialize()->fields[i].data));
-  for (int i = 0; i < serialized->nbFields; ++i)
-    replay.emplace_back(plugin->getFieldsToSerialize()->fields[i].name, &bytes[i], plugin->getFieldsToSerialize()->fields[i].type, 1);
+  bytes.reserve(serialized->nbFields);
+  for (int i = 0; i < serialized->nbFields; ++i) {
+    bytes.push_back(*static_cast<const int32_t*>(serialized->fields[i].data));
+    replay.emplace_back(serialized->fields[i].name, &bytes.back(), serialized->fields[i].type, 1);
+  }
+  copy.reset();  // the plugin made from the serialised fields must not depend on the one that wrote them
   PluginFieldCollection replay_fc{static_cast<int32_t>(replay.size()), replay.data()};
   auto restored = Create(creator, &replay_fc, TensorRTPhase::kRUNTIME);
   Expect(restored && SameAttrs(restored->attrs(), plugin->attrs()), "serialise -> deserialise round trip");
