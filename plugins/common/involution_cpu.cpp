@@ -1,6 +1,6 @@
 // CPU involution: the staged kernel of involution_cpu_isa.inc built for AVX-512 (16 channels per vector), AVX2
 // (8) and any CPU (4), picked at run time, so one binary built with default flags runs everywhere; the AVX-512 build
-// runs 3×3 stride-1 layers on its scratch-free planar path instead. Staging lives
+// (and the AVX2 one for fp32) runs 3×3 stride-1 layers on its scratch-free planar path instead. Staging lives
 // in a per-thread buffer that only grows; where the staged layout would need more than a multiple of the data an
 // item reads (strides, paddings or dilations far beyond the tensors, as only a hostile model has) the items run on
 // the scratch-free per-pixel body instead, so scratch stays bounded by the tensors.
