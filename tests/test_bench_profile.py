@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import rednet
-from deploy.bench.cpu import FLOOR_MODEL, evaluate_targets, graph_roles, node_role, ratios, without_involutions
+from deploy.bench.cpu import (FLOOR_MODEL, evaluate_targets, graph_roles, involution_by_shape, node_role, ratios,
+                              without_involutions)
 from export import ExportOptions, to_onnx
 
 
@@ -90,3 +91,25 @@ def test_targets_report_each_batch_and_the_involution_branch_against_what_the_ta
 def test_no_measurement_is_not_a_met_target():
     met = evaluate_targets([], {}, [], gemm_gmac_per_s=160.0)
     assert not any(v["met"] for v in met.values())
+
+
+def op_event(name, dur_us, x_shape, w_shape, dtype="float"):
+    shapes = [{dtype: x_shape}, {dtype: w_shape}, {dtype: [x_shape[1]]}, {dtype: [x_shape[1]]}]
+    return {"name": f"{name}_kernel_time", "dur": dur_us, "args": {"op_name": "Involution", "input_type_shape": shapes}}
+
+
+def test_the_op_in_the_model_is_grouped_by_shape_with_its_rates():
+    runs = 2
+    events = [op_event(f"inv{i}", 1000 * (1 + i % 2), [8, 64, 56, 56], [8, 4 * 49, 56, 56])
+              for i in range(3) for _ in range(runs)]  # 3 nodes of one shape: 1, 2, 1 ms per run
+    events += [op_event("stem", 500, [1, 32, 112, 112], [1, 2 * 9, 112, 112], "float16")] * runs
+    events += [{"name": "conv_kernel_time", "dur": 9e9, "args": {"op_name": "Conv"}}]
+    rows = {r["x"][1]: r for r in involution_by_shape(events, runs, {"inv0": 7, "inv1": 7, "inv2": 7, "stem": 3})}
+    big, stem = rows[64], rows[32]
+    assert big["nodes"] == 3 and big["ms_per_node"] == pytest.approx(4 / 3)
+    macs = 8 * 64 * 56 * 56 * 49
+    assert big["gmac_per_s"] == pytest.approx(macs / (4 / 3 * 1e-3) / 1e9)
+    moved = 4 * (8 * 64 * 56 * 56 * 2 + 8 * 196 * 56 * 56)  # x read, y written, the generated kernel read
+    assert big["bytes_moved"] == moved and big["gb_per_s"] == pytest.approx(moved / (4 / 3 * 1e-3) / 1e9)
+    assert stem["nodes"] == 1 and stem["ms_per_node"] == pytest.approx(0.5)
+    assert stem["bytes_moved"] == 2 * (32 * 112 * 112 * 2 + 18 * 112 * 112)  # fp16: 2 bytes an element

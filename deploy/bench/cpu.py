@@ -13,7 +13,10 @@ model: RedNet-50 vs ResNet-50, batch 1 and 8, on every CPU runtime a user would 
        the same interleaved rounds so they see the same machine. A floor row runs RedNet-50 with its involutions
        removed on ONNX Runtime: the ratio no involution implementation can beat.
 profile: ONNX Runtime's per-node times of RedNet-50, by op type and by role (main-path conv, kernel generation,
-       the op, layout conversions), which bounds what fusing kernel generation into the op could save.
+       the op, layout conversions), which bounds what fusing kernel generation into the op could save; and the op
+       per involution shape inside the model, as GMAC/s and as GB/s next to a copy of large buffers: there its
+       inputs come from the layers before it, not from its own cache, and at batch 8 the large maps' bytes
+       (the generated kernel above all) bound it more than its multiply-adds do.
 """
 from __future__ import annotations
 
@@ -228,14 +231,49 @@ def bench_models(threads: int, batches: tuple[int, ...], rounds: int, progress: 
 PROFILE_LEVELS = {"all (NCHWc layout)": "ORT_ENABLE_ALL", "extended (no NCHWc)": "ORT_ENABLE_EXTENDED"}
 
 
+def copy_gb_per_s(threads: int, repeats: int) -> float:
+    """Bytes read + written per second by a copy of buffers far beyond the caches, with the same thread count."""
+    torch.set_num_threads(threads)
+    src = torch.ones(64 << 20)  # 256 MB
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / measure(lambda: dst.copy_(src), repeats)["median_ms"] / 1e6
+
+
+def involution_by_shape(events: list[dict], runs: int, kernel_sizes: dict[str, int]) -> list[dict]:
+    """The op's profiler events of `runs` runs grouped by input shape: ms per node and run, GMAC/s and GB/s (x and
+    the generated kernel read, y written). `kernel_sizes`: node name → kernel_size."""
+    groups: dict[tuple, dict] = {}
+    for e in events:
+        if e["args"]["op_name"] != "Involution":
+            continue
+        name = e["name"].removesuffix("_kernel_time")
+        (x_type, x_shape), (_, w_shape) = (next(iter(t.items())) for t in e["args"]["input_type_shape"][:2])
+        g = groups.setdefault((tuple(x_shape), tuple(w_shape)), {"nodes": set(), "us": 0.0, "k": kernel_sizes[name],
+                                                                  "itemsize": 2 if x_type == "float16" else 4})
+        g["nodes"].add(name)
+        g["us"] += e["dur"]
+    rows = []
+    for (x_shape, w_shape), g in groups.items():
+        ms = g["us"] / runs / len(g["nodes"]) / 1e3
+        n, c = x_shape[:2]
+        out_pixels = n * w_shape[2] * w_shape[3]
+        moved = (int(np.prod(x_shape)) + int(np.prod(w_shape)) + c * out_pixels) * g["itemsize"]
+        rows.append({"x": list(x_shape), "weight": list(w_shape), "nodes": len(g["nodes"]), "ms_per_node": ms,
+                     "gmac_per_s": c * out_pixels * g["k"] ** 2 / ms / 1e6, "bytes_moved": moved,
+                     "gb_per_s": moved / ms / 1e6})
+    return rows
+
+
 def profile_ops(threads: int, batch: int, runs: int, progress: Callable[[str], None]) -> dict:
     """RedNet-50 on ONNX Runtime, ms per run by op type and by role (:func:`node_role`) from its profiler, at each
     graph optimisation level that decides the layout conversions (Reorder* nodes, NCHWc ↔ NCHW around our
-    NCHW-only op)."""
+    NCHW-only op); the op per involution shape (:func:`involution_by_shape`) next to a large copy's bandwidth."""
     import onnxruntime as ort
     proto = to_onnx(ExportOptions("rednet50"), model=rednet.create_model("rednet50").eval())
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
     roles = graph_roles(proto)
+    kernel_sizes = {n.name: next(a.i for a in n.attribute if a.name == "kernel_size")
+                    for n in proto.graph.node if n.op_type == "Involution"}
     result = {}
     for label, level in PROFILE_LEVELS.items():
         session = create_session(proto, intra_op_threads=threads, enable_profiling=True,
@@ -251,16 +289,23 @@ def profile_ops(threads: int, batch: int, runs: int, progress: Callable[[str], N
         profile.unlink()
         per_op: dict[str, float] = {}
         per_role: dict[str, float] = {}
-        for e in events[len(events) // (runs + 1):]:  # every run executes the same nodes; the first run's are dropped
+        events = events[len(events) // (runs + 1):]  # every run executes the same nodes; the first run's are dropped
+        for e in events:
             per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1e3
             role = node_role(e, roles)
             per_role[role] = per_role.get(role, 0.0) + e["dur"] / 1e3
         ms, role_ms = ({k: round(t / runs, 2) for k, t in sorted(d.items(), key=lambda kv: -kv[1])}
                        for d in (per_op, per_role))
-        result[label] = {"wall_ms": round(wall_ms, 1), "op_ms": ms, "role_ms": role_ms}
+        by_shape = involution_by_shape(events, runs, kernel_sizes)
+        result[label] = {"wall_ms": round(wall_ms, 1), "op_ms": ms, "role_ms": role_ms, "involution_by_shape": by_shape}
         progress(f"  profile {label}, batch {batch}: {wall_ms:.0f} ms/run; " +
                  ", ".join(f"{op} {t:.1f}" for op, t in list(ms.items())[:8]) + "; by role: " +
                  ", ".join(f"{role} {t:.1f}" for role, t in role_ms.items()))
+    # after the sessions: torch's thread pool, once started, would share the cores with them
+    result["copy_gb_per_s"] = copy_gb_per_s(threads, repeats=5)
+    for r in result[next(iter(PROFILE_LEVELS))]["involution_by_shape"]:
+        progress(f"  op in the model, x{tuple(r['x'])}: {r['ms_per_node']:.3f} ms per node ({r['nodes']} nodes), "
+                 f"{r['gmac_per_s']:.1f} GMAC/s, {r['gb_per_s']:.1f} GB/s (a large copy: {result['copy_gb_per_s']:.1f})")
     return result
 
 
@@ -374,7 +419,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(20, 5))
     ops = result["op"]
     labels = [f"{r['x'][1]}×{r['x'][2]}² s{r['stride']}" for r in ops]
     idx = np.arange(len(ops))
@@ -405,6 +450,17 @@ def plot(result: dict, path: Path) -> None:
     ax2.set_yscale("log")
     ax2.set_title(f"CPU runtimes, {result['threads']} threads, interleaved rounds")
     ax2.legend(fontsize=8)
+    profile = result["onnxruntime_profile"]
+    in_model = profile[next(iter(PROFILE_LEVELS))]["involution_by_shape"]
+    ax3.bar(np.arange(len(in_model)), [r["gb_per_s"] for r in in_model], 0.6, label="the op in RedNet-50")
+    ax3.axhline(profile["copy_gb_per_s"], color="k", linestyle="--", label="copy of large buffers")
+    for i, r in enumerate(in_model):
+        ax3.annotate(f"{r['gmac_per_s']:.0f} GMAC/s", (i, r["gb_per_s"]), ha="center", va="bottom", fontsize=8)
+    ax3.set_xticks(np.arange(len(in_model)), [f"{r['x'][1]}×{r['x'][2]}² s{r['x'][2] // r['weight'][2]}"
+                                              for r in in_model], rotation=20)
+    ax3.set_ylabel("GB/s (x and generated kernel read, y written)")
+    ax3.set_title(f"the op inside the model (profiler), batch {in_model[0]['x'][0]}")
+    ax3.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
