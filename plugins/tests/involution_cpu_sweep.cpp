@@ -180,9 +180,9 @@ int main() {
   RunCase(1, 32, 4, 112, {3, 1, 1, 1, 2}, rng);
   RunCase(1, 32, 3, 119, {7, 1, 3, 1, 1}, rng);
   cases += 13;
-  // the AVX-512 planar path (K3, stride 1, dilation 1): every width 1..40 (column tails, tiles whose window leaves
-  // the row on both sides), heights 1..9 (row tiles of 4 with remainders 2 and 1, rows above and below the tensor),
-  // group widths 1..17 (channel tiles of 4 with single-channel remainders), padding 0, 1 and 2
+  // the planar path (K3, stride 1, dilation 1; AVX-512, and AVX2 for fp32): every width 1..40 (column tails, tiles
+  // whose window leaves the row on both sides), heights 1..9 (row tiles of 4 or 2 with remainders, rows above and
+  // below the tensor), group widths 1..17 (channel tiles of 4 with single-channel remainders), padding 0, 1 and 2
   for (int64_t w = 1; w <= 40; ++w) {
     const int64_t h = 1 + w % 9, cg = 1 + w % 17, groups = 1 + w % 2;
     const int64_t pad = h >= 3 && w % 5 == 0 ? 0 : w % 7 == 0 ? 2 : 1;
