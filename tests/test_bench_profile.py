@@ -112,4 +112,5 @@ def test_the_op_in_the_model_is_grouped_by_shape_with_its_rates():
     moved = 4 * (8 * 64 * 56 * 56 * 2 + 8 * 196 * 56 * 56)  # x read, y written, the generated kernel read
     assert big["bytes_moved"] == moved and big["gb_per_s"] == pytest.approx(moved / (4 / 3 * 1e-3) / 1e9)
     assert stem["nodes"] == 1 and stem["ms_per_node"] == pytest.approx(0.5)
+    assert stem["gmac_per_s"] == pytest.approx(32 * 112 * 112 * 9 / 0.5e-3 / 1e9)  # its own K = 3
     assert stem["bytes_moved"] == 2 * (32 * 112 * 112 * 2 + 18 * 112 * 112)  # fp16: 2 bytes an element
